@@ -1,0 +1,70 @@
+"""The ``puce`` command line."""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
+def _demo(args):
+    from sim.golden.mxu import matmul
+    from sim.mxu_driver import mxu_matmul
+
+    rng = np.random.default_rng(args.seed)
+    a = rng.integers(-128, 128, size=(args.m, args.k), dtype=np.int8)
+    b = rng.integers(-128, 128, size=(args.k, args.n), dtype=np.int8)
+    print(f"puce demo: int8 ({args.m} x {args.k}) @ ({args.k} x {args.n}) on a simulated "
+          f"{args.rows} x {args.cols} MXU (Amaranth simulator, seed {args.seed})")
+    start = time.perf_counter()
+    c, cycles = mxu_matmul(a, b, rows=args.rows, cols=args.cols)
+    elapsed = time.perf_counter() - start
+    expected = matmul(a, b)
+    mismatches = int(np.count_nonzero(c != expected))
+    macs = args.m * args.k * args.n
+    print(f"  cycles            {cycles}")
+    print(f"  MACs              {macs} ({macs / (args.rows * args.cols * cycles):.1%} of "
+          f"{args.rows * args.cols} MACs/cycle)")
+    print(f"  simulated         {cycles / elapsed:,.0f} cycles/s ({elapsed:.2f} s wall)")
+    print(f"  check vs numpy    {'bit-exact' if mismatches == 0 else f'{mismatches} MISMATCHES'}")
+    return 0 if mismatches == 0 else 1
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="puce", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run a random matmul on the simulated core")
+    demo.add_argument("--rows", type=_positive, default=8, help="array rows R (default 8)")
+    demo.add_argument("--cols", type=_positive, default=8, help="array columns C (default 8)")
+    demo.add_argument("-m", type=_positive, default=48, help="rows of A (default 48)")
+    demo.add_argument("-k", type=_positive, default=40, help="columns of A (default 40)")
+    demo.add_argument("-n", type=_positive, default=24, help="columns of B (default 24)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (TypeError, ValueError) as error:
+        print(f"puce {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Processing element: one int8 x int8 multiply-accumulate cell of the systolic array."""
+
+from amaranth.hdl import Mux, Shape, Signal, signed, Module
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .params import check_int
+
+__all__ = ["OPERAND", "PRODUCT", "Operand", "psum_shape", "ProcessingElement"]
+
+#: Operands are widened to 9 bits so one multiplier serves int8 and uint8 alike.
+OPERAND = signed(9)
+#: The product of two 9-bit operands; every int8/uint8 product (-32640 to 65025) fits.
+PRODUCT = signed(18)
+
+
+class Operand(data.StructLayout):
+    """An activation travelling right through the array, with the weight bank it must use.
+
+    Members
+    -------
+    value : signed(9)
+        The activation, already widened from int8 or uint8.
+    bank : unsigned(1)
+        Which of the two weight registers multiplies it.
+    """
+    def __init__(self):
+        super().__init__({"value": OPERAND, "bank": 1})
+
+
+def psum_shape(products):
+    """The narrowest shape that holds any sum of ``products`` int8/uint8 products exactly."""
+    return Shape.cast(range(-32640 * products, 65025 * products + 1))
+
+
+class ProcessingElement(wiring.Component):
+    """A weight-stationary MAC cell with double-buffered weights.
+
+    Three registers form the cell's pipeline, named by stage: ``x_`` holds the activation (and
+    passes it to the right-hand neighbour), ``m_`` the product, ``s_`` the partial sum passed
+    down. Registering the product keeps the multiply and the add in separate cycles.
+
+    Parameters
+    ----------
+    row : int
+        Row of the cell in the array; the partial sums entering it hold ``row`` products.
+
+    Members
+    -------
+    x_in : In(Operand())
+        Activation from the left.
+    x_out : Out(Operand())
+        Activation to the right (the ``x_`` register).
+    psum_in : In(psum_shape(row))
+        Partial sum from above.
+    psum_out : Out(psum_shape(row + 1))
+        Partial sum down (the ``s_`` register): ``psum_in + x * w`` two cycles after ``x_in``.
+    w_in : In(OPERAND)
+        Weight shifting up from the cell below, during a load.
+    w_load : In(1)
+        Shift ``w_in`` into the weight register of bank ``w_bank``.
+    w_bank : In(1)
+        The bank being loaded; it must not be in use by activations in flight.
+    w_out : Out(OPERAND)
+        This cell's weight in bank ``w_bank``, to the cell above.
+    """
+    def __init__(self, row):
+        check_int(self, "Row", row, 0)
+        self._row = row
+        super().__init__({
+            "x_in":     In(Operand()),
+            "x_out":    Out(Operand()),
+            "psum_in":  In(psum_shape(row)),
+            "psum_out": Out(psum_shape(row + 1)),
+            "w_in":     In(OPERAND),
+            "w_load":   In(1),
+            "w_bank":   In(1),
+            "w_out":    Out(OPERAND),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+
+        weight = [Signal(OPERAND, name=f"weight{bank}") for bank in range(2)]
+        with m.If(self.w_load):
+            with m.If(self.w_bank):
+                m.d.sync += weight[1].eq(self.w_in)
+            with m.Else():
+                m.d.sync += weight[0].eq(self.w_in)
+        m.d.comb += self.w_out.eq(Mux(self.w_bank, weight[1], weight[0]))
+
+        x_operand = self.x_out
+        m.d.sync += x_operand.eq(self.x_in)
+
+        m_product = Signal(PRODUCT)
+        m.d.sync += m_product.eq(
+            x_operand.value * Mux(x_operand.bank, weight[1], weight[0]))
+
+        s_psum = self.psum_out
+        m.d.sync += s_psum.eq(self.psum_in + m_product)
+
+        return m
