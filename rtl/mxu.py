@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import check_int
-from .pe import Operand, ProcessingElement
+from .pe import OPERAND, Operand, ProcessingElement
 
 __all__ = ["MAX_ROWS", "WeightRow", "ActivationRow", "ResultRow", "MatrixUnit"]
 
@@ -185,6 +185,15 @@ class MatrixUnit(wiring.Component):
 
         # The array. Weights enter at the bottom row and shift up, so row 0 of a tile (sent
         # first) ends in row 0 of the array.
+        # Weight rows are registered once before they shift up the columns: this cuts the path
+        # from the stream to the array. The bank interlock above already covers the extra cycle.
+        w_operand = [Signal(OPERAND, name=f"w_operand{j}") for j in range(cols)]
+        w_load = Signal()
+        w_load_bank = Signal()
+        m.d.sync += [w_load.eq(w_fire), w_load_bank.eq(shadow)]
+        for j in range(cols):
+            m.d.sync += w_operand[j].eq(_widen(self.w.payload.data[j], self.w.payload.signed))
+
         pe = [[ProcessingElement(i) for j in range(cols)] for i in range(rows)]
         for i in range(rows):
             for j in range(cols):
@@ -192,14 +201,13 @@ class MatrixUnit(wiring.Component):
                 m.submodules[f"pe_{i}_{j}"] = cell
                 m.d.comb += [
                     cell.x_in.eq(skew_out[i] if j == 0 else pe[i][j - 1].x_out),
-                    cell.w_load.eq(w_fire),
-                    cell.w_bank.eq(shadow),
+                    cell.w_load.eq(w_load),
+                    cell.w_bank.eq(w_load_bank),
                 ]
                 if i > 0:
                     m.d.comb += cell.psum_in.eq(pe[i - 1][j].psum_out)
                 if i == rows - 1:
-                    m.d.comb += cell.w_in.eq(_widen(self.w.payload.data[j],
-                                                    self.w.payload.signed))
+                    m.d.comb += cell.w_in.eq(w_operand[j])
                 else:
                     m.d.comb += cell.w_in.eq(pe[i + 1][j].w_out)
 
