@@ -1,0 +1,223 @@
+"""Post-processing unit (PPU): requantizes rows of int32 accumulators to int8."""
+
+from amaranth.hdl import Const, EnableInserter, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .params import check_int
+
+__all__ = [
+    "Activation", "AccumulatorRow", "QuantizedRow", "PostProcessorConfig", "PostProcessor",
+]
+
+INT32_MIN = -2**31
+INT32_MAX = 2**31 - 1
+
+#: The pipeline's register stages, by signal prefix; one cycle of latency each.
+STAGES = ("b", "h", "d", "r", "q")
+
+
+class Activation(enum.Enum, shape=2):
+    """The activation applied by the final clamp; the reserved value 3 behaves as ``NONE``."""
+    NONE  = 0   #: Clamp to the int8 range only.
+    RELU  = 1   #: Clamp to ``[zero_point, 127]`` (real values below 0 become 0).
+    CLAMP = 2   #: Clamp to ``[zero_point, clamp_max]`` (ReLU6 and friends).
+
+
+class AccumulatorRow(data.StructLayout):
+    """One row of int32 accumulators entering the PPU (the MXU's ``ResultRow``).
+
+    Members
+    -------
+    data : ArrayLayout(signed(32), cols)
+        The accumulators.
+    last : unsigned(1)
+        Carried through unchanged to the output row.
+    """
+    def __init__(self, cols):
+        super().__init__({"data": data.ArrayLayout(signed(32), cols), "last": 1})
+
+
+class QuantizedRow(data.StructLayout):
+    """One row of int8 outputs leaving the PPU.
+
+    Members
+    -------
+    data : ArrayLayout(signed(8), cols)
+        The requantized values.
+    last : unsigned(1)
+        The ``last`` flag of the accumulator row this output belongs to.
+    """
+    def __init__(self, cols):
+        super().__init__({"data": data.ArrayLayout(signed(8), cols), "last": 1})
+
+
+class PostProcessorConfig(data.StructLayout):
+    """The requantization parameters of one layer.
+
+    The real scale ``M = multiplier * 2**-31 * 2**-shift`` (``sim.golden.ppu.quantize_multiplier``
+    derives ``multiplier`` and ``shift`` from it).
+
+    Members
+    -------
+    bias : ArrayLayout(signed(32), cols)
+        Added to each column's accumulator, modulo 2**32.
+    multiplier : signed(32)
+        ``M0``, the fixed-point multiplier; normally in ``[2**30, 2**31)``, but any value works.
+    shift : unsigned(5)
+        Rounding right shift, 0 to 31.
+    zero_point : signed(8)
+        Output zero point.
+    activation : Activation
+        Which clamp to apply.
+    clamp_max : signed(8)
+        Upper bound in ``CLAMP`` mode.
+    """
+    def __init__(self, cols):
+        super().__init__({
+            "bias":       data.ArrayLayout(signed(32), cols),
+            "multiplier": signed(32),
+            "shift":      unsigned(5),
+            "zero_point": signed(8),
+            "activation": Activation,
+            "clamp_max":  signed(8),
+        })
+
+
+class PostProcessor(wiring.Component):
+    """Requantizes each row of int32 accumulators to int8, as TFLite and gemmlowp do.
+
+    For every element, with the parameters on ``config``::
+
+        x = acc + bias                                      (int32, wraps modulo 2**32)
+        y = SaturatingRoundingDoublingHighMul(x, multiplier)
+        z = RoundingDivideByPOT(y, shift)                   (halves away from zero)
+        q = min(max(z + zero_point, lo), hi)                (exact add, then saturate)
+
+    where ``[lo, hi]`` is ``[-128, 127]`` for ``NONE``, ``[max(zero_point, -128), 127]`` for
+    ``RELU`` and ``[zero_point, clamp_max]`` for ``CLAMP``. If ``clamp_max < zero_point`` the
+    upper bound wins and every output is ``clamp_max`` (as TFLite's ``min(max(q, lo), hi)``).
+    :mod:`sim.golden.ppu` is the bit-exact model.
+
+    Five register stages, named by prefix, keep the 32 x 32 multiply alone in its cycle:
+    ``b_`` the biased value ``x``; ``h_`` the 64-bit product ``x * multiplier``; ``d_`` the
+    doubled high half ``y``; ``r_`` ``y`` shifted right and its rounding bit; ``q_`` the
+    clamped output. The unit accepts one row per cycle. When the output is not taken (``o.ready``
+    low while ``o.valid``), the whole pipeline holds still.
+
+    ``config`` is sampled by every stage, so it must stay stable from the first row of a layer
+    entering on ``i`` until the last one has left on ``o``.
+
+    Parameters
+    ----------
+    cols : int
+        C, the length of a row, 1 or more.
+
+    Members
+    -------
+    i : In(stream.Signature(AccumulatorRow(cols)))
+        Accumulator rows.
+    o : Out(stream.Signature(QuantizedRow(cols)))
+        Output rows, in order, ``latency`` cycles after their input (without stalls).
+    config : In(PostProcessorConfig(cols))
+        Requantization parameters; static while rows are in flight.
+    """
+    def __init__(self, cols=8):
+        check_int(self, "Column count", cols, 1, 1 << 16)
+        self._cols = cols
+        super().__init__({
+            "i":      In(stream.Signature(AccumulatorRow(cols))),
+            "o":      Out(stream.Signature(QuantizedRow(cols))),
+            "config": In(PostProcessorConfig(cols)),
+        })
+
+    @property
+    def cols(self):
+        return self._cols
+
+    @property
+    def latency(self):
+        """Cycles from accepting a row to presenting its output (without stalls)."""
+        return len(STAGES)
+
+    def elaborate(self, platform):
+        m = Module()
+        cols = self._cols
+        cfg = self.config
+
+        # The pipeline advances only while the output can move; a stalled one holds still.
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(advance),
+        ]
+
+        # Per-layer constants, derived from the static config outside the row pipeline.
+        round_mask = Signal(unsigned(32))       # the bits RoundingDivideByPOT shifts out
+        lo = Signal(signed(8))
+        hi = Signal(signed(8))
+        m.d.comb += round_mask.eq((Const(1, 33) << cfg.shift) - 1)
+        with m.Switch(cfg.activation):
+            with m.Case(Activation.RELU):
+                # zero_point is already >= -128, so max(zero_point, -128) is zero_point.
+                m.d.comb += [lo.eq(cfg.zero_point), hi.eq(127)]
+            with m.Case(Activation.CLAMP):
+                m.d.comb += [lo.eq(cfg.zero_point), hi.eq(cfg.clamp_max)]
+            with m.Default():
+                m.d.comb += [lo.eq(-128), hi.eq(127)]
+
+        b_x     = Signal(data.ArrayLayout(signed(32), cols))
+        h_prod  = Signal(data.ArrayLayout(signed(64), cols))
+        h_sat   = Signal(data.ArrayLayout(unsigned(1), cols))
+        d_y     = Signal(data.ArrayLayout(signed(32), cols))
+        r_z     = Signal(data.ArrayLayout(signed(32), cols))
+        r_round = Signal(data.ArrayLayout(unsigned(1), cols))
+        q_out   = Signal(data.ArrayLayout(signed(8), cols))
+
+        for j in range(cols):
+            # b_: the 33-bit sum is truncated to 32 bits, so the bias add wraps.
+            m.d.sync += b_x[j].eq(self.i.payload.data[j] + cfg.bias[j])
+
+            # h_: the multiply alone. The only product whose doubled high half overflows is
+            # INT32_MIN * INT32_MIN; flag it for saturation.
+            m.d.sync += [
+                h_prod[j].eq(b_x[j] * cfg.multiplier),
+                h_sat[j].eq((b_x[j] == INT32_MIN) & (cfg.multiplier == INT32_MIN)),
+            ]
+
+            # d_: trunc((p + nudge) / 2**31) with nudge = 2**30 or 1 - 2**30 by sign equals
+            # floor((p + 2**30) / 2**31), i.e. ((p >> 30) + 1) >> 1: a 34-bit add, not 64.
+            m.d.sync += d_y[j].eq(Mux(h_sat[j], INT32_MAX, ((h_prod[j] >> 30) + 1) >> 1))
+
+            # r_: RoundingDivideByPOT as the reference writes it; the increment is deferred
+            # to the carry-in of the zero-point add.
+            remainder = d_y[j].as_unsigned() & round_mask
+            threshold = (round_mask >> 1) + d_y[j][31]
+            m.d.sync += [
+                r_z[j].eq(d_y[j] >> cfg.shift),
+                r_round[j].eq(remainder > threshold),
+            ]
+
+            # q_: the add is exact (34 bits), so out-of-range values saturate and never wrap.
+            # Lower bound first, then upper: the upper bound wins if hi < lo.
+            q = r_z[j] + cfg.zero_point + r_round[j]
+            q_lo = Mux(q < lo, lo, q)
+            m.d.sync += q_out[j].eq(Mux(q_lo > hi, hi, q_lo))
+
+        # Valid and `last` travel beside the data, one register per stage.
+        flags = Signal(data.StructLayout({"valid": 1, "last": 1}), name="i_flags")
+        m.d.comb += [
+            flags.valid.eq(self.i.valid & self.i.ready),
+            flags.last.eq(self.i.payload.last),
+        ]
+        for stage in STAGES:
+            delayed = Signal.like(flags, name=f"{stage}_flags")
+            m.d.sync += delayed.eq(flags)
+            flags = delayed
+        m.d.comb += [
+            self.o.valid.eq(flags.valid),
+            self.o.payload.data.eq(q_out),
+            self.o.payload.last.eq(flags.last),
+        ]
+
+        return EnableInserter(advance)(m)
