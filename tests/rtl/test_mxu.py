@@ -136,3 +136,12 @@ def test_latency():
 def test_bad_parameters(rows, cols, error, message):
     with pytest.raises(error, match=message):
         MatrixUnit(rows, cols)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rows, cols", [(16, 16), (5, 13), (13, 5), (32, 4)])
+def test_random_tiles_exhaustive(rows, cols):
+    rng = np.random.default_rng(rows * 1000 + cols)
+    tiles = make_tiles(rng, rows, cols, tiles=12, depth=(1, 3 * rows))
+    results, expected = run_mxu(rows, cols, tiles, idle=0.2, stall=0.2, seed=rows * cols)
+    assert results == expected
