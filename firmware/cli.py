@@ -42,6 +42,37 @@ def _demo(args):
     return 0 if mismatches == 0 else 1
 
 
+def _integer(option, text):
+    """``text`` as an int, or a ValueError naming ``option``; the range is the block's to check."""
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise ValueError(f"{option} expects an integer, not {text!r}") from None
+
+
+def _verilog(args):
+    from rtl.verilog import TOPS, top_verilog
+
+    if args.top not in TOPS:
+        raise ValueError(f"unknown --top {args.top!r} (known: {', '.join(sorted(TOPS))})")
+    rows = _integer("--rows", args.rows)
+    cols = _integer("--cols", args.cols)
+    text = top_verilog(args.top, rows=rows, cols=cols)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8", newline="\n") as file:
+            file.write(text)
+    except OSError as error:
+        print(f"puce verilog: error: cannot write {args.output}: {error.strerror}",
+              file=sys.stderr)
+        return 1
+    print(f"puce verilog: wrote module {TOPS[args.top].module} ({rows} x {cols}) to "
+          f"{args.output}", file=sys.stderr)
+    return 0
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="puce", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -54,6 +85,21 @@ def _parser():
     demo.add_argument("-n", type=_positive, default=24, help="columns of B (default 24)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(run=_demo)
+
+    # Sizes and top are checked by the handler, so that a bad value is one clear line (and exit
+    # status 2) rather than argparse's usage dump.
+    from rtl.verilog import TOPS
+
+    verilog = commands.add_parser("verilog", help="write the Verilog of a block")
+    verilog.add_argument("--rows", default="8", metavar="R",
+                         help="array rows R (default 8; the PPU has no rows)")
+    verilog.add_argument("--cols", default="8", metavar="C", help="array columns C (default 8)")
+    verilog.add_argument("--top", default="mxu", metavar="TOP",
+                         help="block to emit (default mxu): " + ", ".join(
+                             f"{name} (module {top.module})" for name, top in TOPS.items()))
+    verilog.add_argument("-o", "--output", metavar="FILE",
+                         help="write to FILE instead of standard output")
+    verilog.set_defaults(run=_verilog)
     return parser
 
 

@@ -87,7 +87,7 @@ class PostProcessorConfig(data.StructLayout):
 class PostProcessor(wiring.Component):
     """Requantizes each row of int32 accumulators to int8, as TFLite and gemmlowp do.
 
-    For every element, with the parameters on ``config``::
+    For every element, with the parameters on ``cfg``::
 
         x = acc + bias                                      (int32, wraps modulo 2**32)
         y = SaturatingRoundingDoublingHighMul(x, multiplier)
@@ -105,7 +105,7 @@ class PostProcessor(wiring.Component):
     clamped output. The unit accepts one row per cycle. When the output is not taken (``o.ready``
     low while ``o.valid``), the whole pipeline holds still.
 
-    ``config`` is sampled by every stage, so it must stay stable from the first row of a layer
+    ``cfg`` is sampled by every stage, so it must stay stable from the first row of a layer
     entering on ``i`` until the last one has left on ``o``.
 
     Parameters
@@ -119,7 +119,7 @@ class PostProcessor(wiring.Component):
         Accumulator rows.
     o : Out(stream.Signature(QuantizedRow(cols)))
         Output rows, in order, ``latency`` cycles after their input (without stalls).
-    config : In(PostProcessorConfig(cols))
+    cfg : In(PostProcessorConfig(cols))
         Requantization parameters; static while rows are in flight.
     """
     def __init__(self, cols=8):
@@ -128,7 +128,7 @@ class PostProcessor(wiring.Component):
         super().__init__({
             "i":      In(stream.Signature(AccumulatorRow(cols))),
             "o":      Out(stream.Signature(QuantizedRow(cols))),
-            "config": In(PostProcessorConfig(cols)),
+            "cfg":    In(PostProcessorConfig(cols)),
         })
 
     @property
@@ -143,7 +143,7 @@ class PostProcessor(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cols = self._cols
-        cfg = self.config
+        cfg = self.cfg
 
         # The pipeline advances only while the output can move; a stalled one holds still.
         advance = Signal()

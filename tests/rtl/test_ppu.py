@@ -78,10 +78,10 @@ def run_ppu(cols, batches, *, idle=0.0, stall=0.0, seed=0, cycles=None, model_ac
             while drained[0] < index:
                 await ctx.tick()
             if isinstance(config["activation"], int):   # a raw (reserved) encoding
-                ctx.set(dut.config, config | {"activation": Activation.NONE})
-                ctx.set(dut.config.activation.as_value(), config["activation"])
+                ctx.set(dut.cfg, config | {"activation": Activation.NONE})
+                ctx.set(dut.cfg.activation.as_value(), config["activation"])
             else:
-                ctx.set(dut.config, config)
+                ctx.set(dut.cfg, config)
             await stream_put_all(ctx, dut.i, rows, idle=idle, rng=rng)
 
     async def consumer(ctx):
@@ -198,7 +198,7 @@ def test_latency():
     seen = []
 
     async def testbench(ctx):
-        ctx.set(dut.config, {"bias": [0] * cols, "multiplier": 2**30, "shift": 0,
+        ctx.set(dut.cfg, {"bias": [0] * cols, "multiplier": 2**30, "shift": 0,
                              "zero_point": 0, "activation": Activation.NONE, "clamp_max": 0})
         ctx.set(dut.o.ready, 1)
         ctx.set(dut.i.payload, {"data": [6, -6], "last": 1})
@@ -221,7 +221,7 @@ def test_backpressure_holds_output():
     log = []
 
     async def producer(ctx):
-        ctx.set(dut.config, {"bias": [0], "multiplier": INT32_MAX, "shift": 0,
+        ctx.set(dut.cfg, {"bias": [0], "multiplier": INT32_MAX, "shift": 0,
                              "zero_point": 0, "activation": Activation.NONE, "clamp_max": 0})
         await stream_put_all(ctx, dut.i, [{"data": [value], "last": 0} for value in range(1, 8)])
 
