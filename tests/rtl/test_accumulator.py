@@ -1,0 +1,194 @@
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment
+
+from rtl.accumulator import AccumulatorMemory
+from rtl.unified_buffer import MAX_DEPTH, MAX_WIDTH
+from sim.golden.memory import AccumulatorModel, wrap_int32
+# The accumulator has the same stream interfaces as the unified buffer, and shares its harness.
+from test_unified_buffer import random_reads, run_memory
+
+INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
+#: Sums worth writing on purpose: both ends of int32 and their neighbours, and around zero.
+EDGE_SUMS = [INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX]
+
+
+def write(addr, row, accumulate):
+    """One accumulator write: (payload, model args)."""
+    row = [int(v) for v in row]
+    return ({"addr": addr, "data": row, "accumulate": accumulate}, (addr, row, accumulate))
+
+
+def random_writes(rng, cols, depth, count, *, accumulate=0.7, edges=False):
+    """Random writes; each accumulates with probability ``accumulate``."""
+    result = []
+    for _ in range(count):
+        if edges:
+            row = rng.choice(EDGE_SUMS, size=cols)
+        else:
+            row = rng.integers(INT32_MIN, INT32_MAX, size=cols, endpoint=True)
+        result.append(write(int(rng.integers(depth)), row, bool(rng.random() < accumulate)))
+    return result
+
+
+def read_all(depth):
+    return [(addr, addr == depth - 1) for addr in range(depth)]
+
+
+@pytest.mark.parametrize("cols, depth", [(1, 1), (1, 4), (4, 1), (3, 2), (2, 7), (8, 16)])
+def test_random_traffic(cols, depth):
+    rng = np.random.default_rng(cols * 100 + depth)
+    writes = random_writes(rng, cols, depth, 60)
+    reads = random_reads(rng, depth, 60, writes)
+    run = run_memory(AccumulatorMemory(cols, depth), AccumulatorModel(cols, depth), writes,
+                     reads, idle=0.3, stall=0.3, seed=cols + depth)
+    assert run.responses == run.expected
+
+
+@pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.0, 0.6), (0.5, 0.0), (0.2, 0.2)])
+def test_hazards_with_concurrent_reads(idle, stall):
+    # Two entries, every gap between writes, reads of half-accumulated rows in between.
+    cols, depth = 2, 2
+    rng = np.random.default_rng(int(idle * 10 + stall * 100) + 1)
+    writes = random_writes(rng, cols, depth, 80)
+    reads = random_reads(rng, depth, 80, writes)
+    run = run_memory(AccumulatorMemory(cols, depth), AccumulatorModel(cols, depth), writes,
+                     reads, idle=idle, stall=stall, seed=7)
+    assert run.responses == run.expected
+
+
+@pytest.mark.parametrize("gap", [0, 1, 2, 3])
+def test_back_to_back_accumulates_to_one_entry(gap):
+    # Accumulates to the same entry `gap` idle cycles apart: with gap 0 the old row is still in
+    # the pipeline (forwarded), with gap 1 it is being written as it is read (transparent read
+    # port), with gap 2 and 3 it comes from the memory. One write per cycle must hold with gap 0.
+    cols, depth = 3, 4
+    rng = np.random.default_rng(gap)
+    dut = AccumulatorMemory(cols, depth)
+    writes = [write(2, rng.integers(-1000, 1000, cols), 0)]
+    writes += [write(2, rng.integers(-1000, 1000, cols), 1) for _ in range(15)]
+    # Writes to a neighbour in between must not be taken for the entry's own.
+    writes.insert(5, write(1, rng.integers(-1000, 1000, cols), 1))
+    run = run_memory(dut, AccumulatorModel(cols, depth), writes, read_all(depth),
+                     gaps=[gap] * len(writes), read_delay=(gap + 1) * len(writes) + 2)
+    assert run.responses == run.expected
+    assert np.all(np.diff(run.write_cycles) == gap + 1)
+    # The total is the plain sum of the row and all accumulates (small values: no wrap).
+    total = sum(np.array(args[1]) for _, args in writes if args[0] == 2)
+    assert run.responses[2][0] == list(total)
+
+
+def test_full_rate_mixed_addresses():
+    # One write per cycle, every write accumulating, addresses cycling with every stride so
+    # each forwarding distance occurs.
+    cols, depth = 2, 4
+    rng = np.random.default_rng(31)
+    addresses = [0, 0, 0, 1, 0, 1, 0, 2, 1, 0, 3, 3, 2, 2, 3, 1, 1, 1, 0]
+    writes = [write(a, rng.integers(-10**6, 10**6, cols), 1) for a in addresses]
+    run = run_memory(AccumulatorMemory(cols, depth), AccumulatorModel(cols, depth), writes,
+                     read_all(depth), read_delay=len(writes) + 3)
+    assert run.responses == run.expected
+    assert np.all(np.diff(run.write_cycles) == 1)
+
+
+@pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.3, 0.3)])
+def test_wrap_around_at_edges(idle, stall):
+    cols, depth = 4, 3
+    rng = np.random.default_rng(41)
+    writes = random_writes(rng, cols, depth, 60, edges=True, accumulate=0.8)
+    reads = random_reads(rng, depth, 60, writes)
+    run = run_memory(AccumulatorMemory(cols, depth), AccumulatorModel(cols, depth), writes,
+                     reads, idle=idle, stall=stall, seed=5)
+    assert run.responses == run.expected
+
+
+def test_wrap_rule():
+    # INT32_MAX + 1, INT32_MIN - 1, INT32_MIN + INT32_MIN and INT32_MAX + INT32_MAX, each
+    # accumulated into a fresh row and read back.
+    firsts = [INT32_MAX, INT32_MIN, INT32_MIN, INT32_MAX]
+    seconds = [1, -1, INT32_MIN, INT32_MAX]
+    cols, depth = len(firsts), 1
+    writes = [write(0, firsts, 0), write(0, seconds, 1)]
+    run = run_memory(AccumulatorMemory(cols, depth), AccumulatorModel(cols, depth), writes,
+                     [(0, True)], read_delay=5)
+    assert run.responses == run.expected
+    assert run.responses[0][0] == list(wrap_int32(np.add(firsts, seconds, dtype=np.int64)))
+    # Two's complement: the carry out of bit 31 is dropped.
+    assert run.responses[0][0][0] == INT32_MIN and run.responses[0][0][1] == INT32_MAX
+
+
+def test_read_write_ordering():
+    # A read returns the writes accepted `write_latency` (2) or more cycles before it, not later
+    # ones, which are still in the pipeline. Reads of an entry on every cycle around a write
+    # show exactly when the change appears.
+    cols, depth = 2, 2
+    dut = AccumulatorMemory(cols, depth)
+    old, new = [5, -7], [INT32_MAX, 100]
+    writes = [write(1, old, 0), write(1, new, 1)]
+    reads = [(1, False)] * 6
+    run = run_memory(dut, AccumulatorModel(cols, depth), writes, reads, gaps=[0, 5],
+                     read_delay=5)
+    assert run.write_cycles == [0, 6] and run.read_cycles == [5, 6, 7, 8, 9, 10]
+    model = AccumulatorModel(cols, depth)
+    model.write(1, old)
+    before = list(model.read(1))
+    model.write(1, new, accumulate=True)
+    after = list(model.read(1))
+    expected = [after if cycle >= 6 + dut.write_latency else before
+                for cycle in run.read_cycles]
+    assert before in expected and after in expected
+    assert [data for data, _ in run.responses] == expected
+    assert run.responses == run.expected
+    assert dut.write_latency == 2
+
+
+def test_read_throughput_and_latency():
+    cols, depth = 3, 8
+    rng = np.random.default_rng(43)
+    dut = AccumulatorMemory(cols, depth)
+    writes = random_writes(rng, cols, depth, 40)
+    reads = random_reads(rng, depth, 40, writes)
+    run = run_memory(dut, AccumulatorModel(cols, depth), writes, reads)
+    assert run.responses == run.expected
+    assert np.all(np.diff(run.write_cycles) == 1)
+    assert np.all(np.diff(run.read_cycles) == 1)
+    assert np.all(np.subtract(run.response_cycles, run.read_cycles) == dut.read_latency)
+
+
+def test_model():
+    model = AccumulatorModel(2, 3)
+    assert list(model.read(2)) == [0, 0]
+    model.write(2, [INT32_MAX, -5])
+    model.write(2, [1, 7], accumulate=True)
+    assert list(model.read(2)) == [INT32_MIN, 2]
+    model.write(2, [3, 4], accumulate=False)
+    assert list(model.read(2)) == [3, 4]
+    assert int(wrap_int32(INT32_MIN - 1)) == INT32_MAX
+    with pytest.raises(ValueError, match="sums must lie in"):
+        model.write(0, [2**31, 0])
+    with pytest.raises(ValueError, match="shape"):
+        model.write(0, [1, 2, 3])
+    with pytest.raises(IndexError):
+        model.read(3)
+
+
+def test_interface():
+    dut = AccumulatorMemory(cols=5, depth=9)
+    assert (dut.cols, dut.depth, dut.read_latency, dut.write_latency) == (5, 9, 1, 2)
+    assert len(dut.w.payload.data) == 5 and len(dut.r_data.payload.data) == 5
+    assert len(dut.w.payload.addr) == 4 and len(dut.w.payload.accumulate) == 1
+    assert dut.r_data.payload.data[0].shape().signed
+    Fragment.get(dut, None)
+
+
+@pytest.mark.parametrize("cols, depth, error, message", [
+    (0, 4, ValueError, "Column count must be between 1 and"),
+    (MAX_WIDTH + 1, 4, ValueError, "Column count must be between 1 and"),
+    (4, 0, ValueError, "Depth must be between 1 and"),
+    (4, MAX_DEPTH + 1, ValueError, "Depth must be between 1 and"),
+    (None, 4, TypeError, "Column count must be an integer, not None"),
+    (4, 8.0, TypeError, "Depth must be an integer, not 8.0"),
+])
+def test_bad_parameters(cols, depth, error, message):
+    with pytest.raises(error, match=message):
+        AccumulatorMemory(cols, depth)

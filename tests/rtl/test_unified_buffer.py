@@ -1,0 +1,261 @@
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment
+
+from rtl.unified_buffer import MAX_DEPTH, MAX_WIDTH, RowMemory, UnifiedBuffer
+from sim.golden.memory import UnifiedBufferModel, replay
+from sim.stream import stream_get_n, stream_put, stream_put_all
+from sim.testbench import simulate
+
+#: Bytes worth writing on purpose: both ends of int8 and uint8, and the sign boundary.
+EDGE_BYTES = [-128, -1, 0, 1, 127, 128, 255]
+
+
+@dataclass
+class Run:
+    """What one simulation of a memory saw, and what its model expects."""
+    responses: list = field(default_factory=list)       # (row as list of int, last)
+    expected: list = field(default_factory=list)
+    write_cycles: list = field(default_factory=list)    # cycle each write was accepted
+    read_cycles: list = field(default_factory=list)     # cycle each read request was accepted
+    response_cycles: list = field(default_factory=list)
+
+
+def run_memory(dut, model, writes, reads, *, idle=0.0, stall=0.0, seed=0, gaps=None,
+               read_delay=0):
+    """Drive ``dut`` (any of the on-chip memories) concurrently with writes and reads.
+
+    ``writes`` holds ``(payload, args)`` pairs: the payload for ``dut.w`` and the arguments of
+    ``model.write`` for the same write. ``reads`` holds ``(addr, last)`` pairs. Writes and reads
+    start together; ``idle`` and ``stall`` add random bubbles and backpressure, ``gaps`` (a list
+    of idle cycles before each write) replaces the random write bubbles, and ``read_delay``
+    holds the reads back. A monitor stamps every transfer with its cycle and checks that a
+    stalled response holds still; the model then replays the writes and reads in that order
+    (see :func:`sim.golden.memory.replay`) to compute the expected responses.
+    """
+    run = Run()
+    rng = random.Random(seed)
+
+    async def put_writes(ctx):
+        payloads = [payload for payload, _ in writes]
+        if gaps is None:
+            await stream_put_all(ctx, dut.w, payloads, idle=idle, rng=random.Random(rng.random()))
+        else:
+            for gap, payload in zip(gaps, payloads, strict=True):
+                if gap:
+                    await ctx.tick().repeat(gap)
+                await stream_put(ctx, dut.w, payload)
+
+    async def put_reads(ctx):
+        if read_delay:
+            await ctx.tick().repeat(read_delay)
+        await stream_put_all(ctx, dut.r_addr, [{"addr": a, "last": l} for a, l in reads],
+                             idle=idle, rng=random.Random(rng.random()))
+
+    async def get_responses(ctx):
+        for payload in await stream_get_n(ctx, dut.r_data, len(reads), stall=stall,
+                                          rng=random.Random(rng.random())):
+            run.responses.append(([int(v) for v in payload.data], bool(payload.last)))
+
+    # The monitor only records: a failed assertion inside a simulator process makes a poor report.
+    errors = []
+
+    async def monitor(ctx):
+        cycle, waiting = 0, None
+        while True:
+            _, _, w_valid, w_ready, r_valid, r_ready, o_valid, o_ready, o_payload = \
+                await ctx.tick().sample(dut.w.valid, dut.w.ready, dut.r_addr.valid,
+                                        dut.r_addr.ready, dut.r_data.valid, dut.r_data.ready,
+                                        dut.r_data.payload)
+            response = ([int(v) for v in o_payload.data], bool(o_payload.last))
+            if waiting is not None and not (o_valid and response == waiting):
+                # A response not taken must stay, unchanged, until it is.
+                errors.append(f"cycle {cycle}: waiting response {waiting} became "
+                              f"{response if o_valid else 'invalid'}")
+            if not w_ready:
+                errors.append(f"cycle {cycle}: write not ready")
+            if w_valid and w_ready:
+                run.write_cycles.append(cycle)
+            if r_valid and r_ready:
+                run.read_cycles.append(cycle)
+            if o_valid and o_ready:
+                run.response_cycles.append(cycle)
+            waiting = response if o_valid and not o_ready else None
+            cycle += 1
+
+    # A lost response would hang the reader: give up after a generous number of cycles.
+    budget = 50 * (len(writes) + len(reads) + read_delay + sum(gaps or [])) + 100
+    simulate(dut, [put_writes, put_reads, get_responses], [monitor], deadline=budget * 1e-6)
+
+    assert errors == []
+    assert len(run.write_cycles) == len(writes)
+    rows = replay(model,
+                  [(cycle, args) for cycle, (_, args) in zip(run.write_cycles, writes)],
+                  [(cycle, addr) for cycle, (addr, _) in zip(run.read_cycles, reads)],
+                  dut.write_latency)
+    run.expected = [([int(v) for v in row], bool(last)) for row, (_, last) in zip(rows, reads)]
+    return run
+
+
+def byte_writes(rng, width, depth, count, *, edges=False):
+    """Random row writes for a byte memory: (payload, model args) pairs.
+
+    The model gets the bytes as drawn (int8 or uint8, e.g. -1 or 255), the hardware as raw bytes.
+    """
+    result = []
+    for _ in range(count):
+        addr = int(rng.integers(depth))
+        row = rng.choice(EDGE_BYTES, size=width) if edges else rng.integers(-128, 256, width)
+        result.append(({"addr": addr, "data": [int(b) & 0xff for b in row]}, (addr, row)))
+    return result
+
+
+def random_reads(rng, depth, count, writes):
+    """Read requests, mostly of entries that some write touches, with random ``last`` flags."""
+    written = [payload["addr"] for payload, _ in writes]
+    result = []
+    for _ in range(count):
+        if written and rng.random() < 0.8:
+            addr = written[int(rng.integers(len(written)))]
+        else:
+            addr = int(rng.integers(depth))
+        result.append((addr, bool(rng.integers(2))))
+    return result
+
+
+@pytest.mark.parametrize("rows, depth", [(1, 1), (1, 8), (4, 1), (3, 5), (8, 16), (16, 64)])
+def test_random_traffic(rows, depth):
+    rng = np.random.default_rng(rows * 1000 + depth)
+    writes = byte_writes(rng, rows, depth, 60)
+    reads = random_reads(rng, depth, 60, writes)
+    run = run_memory(UnifiedBuffer(rows, depth), UnifiedBufferModel(rows, depth), writes, reads,
+                     idle=0.3, stall=0.3, seed=rows + depth)
+    assert run.responses == run.expected
+
+
+@pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.0, 0.7), (0.7, 0.0), (0.5, 0.5)])
+def test_edge_bytes(idle, stall):
+    rows, depth = 5, 4
+    rng = np.random.default_rng(int(idle * 10 + stall * 100))
+    writes = byte_writes(rng, rows, depth, 50, edges=True)
+    reads = random_reads(rng, depth, 50, writes)
+    run = run_memory(UnifiedBuffer(rows, depth), UnifiedBufferModel(rows, depth), writes, reads,
+                     idle=idle, stall=stall, seed=3)
+    assert run.responses == run.expected
+
+
+def test_writes_then_reads_every_entry():
+    # Fill the whole buffer, then read it all back: the plain use, with no overlap.
+    rows, depth = 4, 32
+    rng = np.random.default_rng(5)
+    writes = []
+    for addr in rng.permutation(depth):
+        row = rng.integers(0, 256, rows)
+        writes.append(({"addr": int(addr), "data": [int(b) for b in row]}, (int(addr), row)))
+    reads = [(addr, addr == depth - 1) for addr in range(depth)]
+    run = run_memory(UnifiedBuffer(rows, depth), UnifiedBufferModel(rows, depth), writes, reads,
+                     stall=0.4, read_delay=depth + 2)
+    assert run.responses == run.expected
+    assert [last for _, last in run.responses] == [False] * (depth - 1) + [True]
+
+
+def test_throughput_and_latency():
+    # With the consumer always ready, one write and one read per cycle, each response
+    # `read_latency` cycles after its request.
+    rows, depth = 3, 16
+    rng = np.random.default_rng(9)
+    dut = UnifiedBuffer(rows, depth)
+    writes = byte_writes(rng, rows, depth, 40)
+    reads = random_reads(rng, depth, 40, writes)
+    run = run_memory(dut, UnifiedBufferModel(rows, depth), writes, reads)
+    assert run.responses == run.expected
+    assert np.all(np.diff(run.write_cycles) == 1)
+    assert np.all(np.diff(run.read_cycles) == 1)
+    assert dut.read_latency == 1
+    assert np.all(np.subtract(run.response_cycles, run.read_cycles) == dut.read_latency)
+
+
+def test_backpressure_keeps_order():
+    # Under heavy backpressure no response is lost or reordered, and a request waits only while
+    # the response register is full.
+    rows, depth = 2, 8
+    rng = np.random.default_rng(13)
+    writes = byte_writes(rng, rows, depth, 30)
+    reads = random_reads(rng, depth, 30, writes)
+    run = run_memory(UnifiedBuffer(rows, depth), UnifiedBufferModel(rows, depth), writes, reads,
+                     stall=0.8, read_delay=35)
+    assert run.responses == run.expected
+    assert np.all(np.array(run.response_cycles) > np.array(run.read_cycles))
+    # The next request is accepted in the very cycle its predecessor's response is taken.
+    assert run.read_cycles[1:] == run.response_cycles[:-1]
+
+
+def test_read_write_ordering():
+    # A read returns every write accepted `write_latency` (0) or more cycles before it, so a
+    # read in the very cycle of a write to its entry already returns the new row. Reads of the
+    # entry on every cycle around a write show exactly when the change appears.
+    rows, depth = 4, 2
+    dut = UnifiedBuffer(rows, depth)
+    old, new = np.array([1, 2, 3, 4]), np.array([255, -128, 127, 1])
+    writes = [({"addr": 1, "data": [int(b) & 0xff for b in row]}, (1, row)) for row in (old, new)]
+    reads = [(1, False)] * 6
+    run = run_memory(dut, UnifiedBufferModel(rows, depth), writes, reads, gaps=[0, 3],
+                     read_delay=2)
+    assert run.write_cycles == [0, 4] and run.read_cycles == [2, 3, 4, 5, 6, 7]
+    model = UnifiedBufferModel(rows, depth)
+    model.write(1, old)
+    before = list(model.read(1))
+    model.write(1, new)
+    after = list(model.read(1))
+    expected = [after if cycle >= 4 + dut.write_latency else before
+                for cycle in run.read_cycles]
+    assert before in expected and after in expected
+    assert [data for data, _ in run.responses] == expected
+    assert run.responses == run.expected
+    assert dut.write_latency == 0
+
+
+def test_response_not_changed_by_later_write():
+    # A response waiting for the consumer holds the row as it was read, even if the entry is
+    # overwritten meanwhile.
+    rows, depth = 2, 1
+    rng = np.random.default_rng(17)
+    writes = byte_writes(rng, rows, depth, 20)
+    reads = [(0, False)] * 20
+    run = run_memory(UnifiedBuffer(rows, depth), UnifiedBufferModel(rows, depth), writes, reads,
+                     stall=0.9)
+    assert run.responses == run.expected
+
+
+def test_interface():
+    dut = UnifiedBuffer(rows=6, depth=100)
+    assert (dut.rows, dut.width, dut.depth) == (6, 6, 100)
+    assert isinstance(dut, RowMemory)
+    assert len(dut.w.payload.data) == 6
+    assert len(dut.w.payload.addr) == 7 and len(dut.r_addr.payload.addr) == 7
+    assert len(dut.r_data.payload.data) == 6
+    Fragment.get(dut, None)     # it elaborates (and is thereby used)
+
+
+@pytest.mark.parametrize("rows, depth, error, message", [
+    (0, 4, ValueError, "Row count must be between 1 and"),
+    (MAX_WIDTH + 1, 4, ValueError, "Row count must be between 1 and"),
+    (4, 0, ValueError, "Depth must be between 1 and"),
+    (4, MAX_DEPTH + 1, ValueError, "Depth must be between 1 and"),
+    (4.0, 4, TypeError, "Row count must be an integer, not 4.0"),
+    (4, "16", TypeError, "Depth must be an integer, not '16'"),
+    (4, True, TypeError, "Depth must be an integer"),
+])
+def test_bad_parameters(rows, depth, error, message):
+    with pytest.raises(error, match=message):
+        UnifiedBuffer(rows, depth)
+
+
+def test_row_memory_bad_parameters():
+    with pytest.raises(ValueError, match="Width must be between 1 and"):
+        RowMemory(0, 4)
+    with pytest.raises(TypeError, match="Depth must be an integer, not None"):
+        RowMemory(4, None)
