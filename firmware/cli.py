@@ -73,6 +73,73 @@ def _verilog(args):
     return 0
 
 
+def _geometry(args):
+    from firmware.isa import Geometry
+
+    return Geometry(rows=_integer("--rows", args.rows), cols=_integer("--cols", args.cols))
+
+
+def _read_input(path, binary):
+    """The contents of ``path`` ("-": standard input); a ValueError if it cannot be read."""
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read() if binary else sys.stdin.read()
+        if binary:
+            with open(path, "rb") as file:
+                return file.read()
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"cannot read {path}: not UTF-8 text ({error.reason} at byte "
+                         f"{error.start})") from None
+
+
+def _write_output(command, path, data):
+    """Write ``data`` (bytes) to ``path`` or standard output; the exit status."""
+    if path in (None, "-"):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
+    try:
+        with open(path, "wb") as file:
+            file.write(data)
+    except OSError as error:
+        print(f"puce {command}: error: cannot write {path}: {error.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _asm(args):
+    from firmware.asm import assemble
+
+    geometry = _geometry(args)
+    text = _read_input(args.file, binary=False)
+    try:
+        program = assemble(text, geometry)
+    except ValueError as error:
+        raise ValueError(f"{args.file}: {error}") from None
+    status = _write_output("asm", args.output, program)
+    if status == 0 and args.output not in (None, "-"):
+        print(f"puce asm: wrote {len(program)} bytes ({len(program) // 8} words) to "
+              f"{args.output}", file=sys.stderr)
+    return status
+
+
+def _disasm(args):
+    from firmware.asm import disassemble
+
+    geometry = _geometry(args)
+    program = _read_input(args.file, binary=True)
+    try:
+        text = disassemble(program, geometry)
+    except ValueError as error:
+        raise ValueError(f"{args.file}: {error}") from None
+    return _write_output("disasm", args.output, text.encode("utf-8"))
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="puce", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -100,6 +167,20 @@ def _parser():
     verilog.add_argument("-o", "--output", metavar="FILE",
                          help="write to FILE instead of standard output")
     verilog.set_defaults(run=_verilog)
+
+    for name, run, help_text, source, target in (
+            ("asm", _asm, "assemble a program text into its byte stream", "program text",
+             "the binary program"),
+            ("disasm", _disasm, "disassemble a program byte stream into text",
+             "binary program", "the text")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("file", metavar="FILE", help=f"the {source} ('-': standard input)")
+        command.add_argument("-o", "--output", metavar="OUT",
+                             help=f"write {target} to OUT instead of standard output")
+        command.add_argument("--rows", default="8", metavar="R", help="array rows R (default 8)")
+        command.add_argument("--cols", default="8", metavar="C",
+                             help="array columns C (default 8)")
+        command.set_defaults(run=run)
     return parser
 
 

@@ -17,14 +17,17 @@ import struct
 from dataclasses import dataclass
 
 __all__ = [
-    "WORD", "SYNC_MAGIC", "Opcode", "Flag", "ErrorCode", "Tag", "Counter", "Geometry",
-    "Instruction", "pad", "ppu_config_bytes", "Response",
+    "WORD", "SYNC_MAGIC", "SYNC_WORD", "Opcode", "Flag", "ErrorCode", "Tag", "Counter",
+    "Geometry", "Instruction", "pad", "padded_length", "ppu_config_length", "ppu_config_bytes",
+    "unpack_ppu_config", "malformed", "decode_program", "Response",
 ]
 
 #: Bytes per instruction word; payloads are padded to a multiple of it.
 WORD = 8
 #: Bytes 2..7 of a SYNC word: a signature that data is unlikely to repeat by accident.
 SYNC_MAGIC = b"PUCE\x5a\xa5"
+#: The whole SYNC word: opcode 0x3F, flags 0, then :data:`SYNC_MAGIC`.
+SYNC_WORD = bytes([0x3F, 0]) + SYNC_MAGIC
 
 
 class Opcode(enum.IntEnum):
@@ -144,10 +147,35 @@ class Instruction:
             raise ValueError(f"an instruction word is {WORD} bytes, not {len(word)}")
         return cls(*struct.unpack("<BBHHH", word))
 
+    def payload_length(self, geometry):
+        """Bytes of payload (before padding) that follow this word on a ``geometry`` device.
+
+        ``n * R`` for WRITE_UB, ``n * C`` for WRITE_WM, ``ppu_config_length(C)`` for SET_PPU,
+        0 for every other opcode, known or not. The length depends on the opcode and ``n``
+        only: the device consumes the payload even when the instruction fails.
+        """
+        if self.opcode == Opcode.WRITE_UB:
+            return self.n * geometry.rows
+        if self.opcode == Opcode.WRITE_WM:
+            return self.n * geometry.cols
+        if self.opcode == Opcode.SET_PPU:
+            return ppu_config_length(geometry.cols)
+        return 0
+
 
 def pad(payload):
     """``payload`` followed by zeros up to a multiple of :data:`WORD` bytes."""
     return bytes(payload) + bytes(-len(payload) % WORD)
+
+
+def padded_length(length):
+    """``length`` rounded up to a whole number of :data:`WORD` bytes."""
+    return length + (-length % WORD)
+
+
+def ppu_config_length(cols):
+    """Bytes in a SET_PPU payload for ``cols`` columns (before padding): ``4 * cols + 8``."""
+    return 4 * cols + 8
 
 
 def ppu_config_bytes(bias, multiplier, shift, zero_point, activation, clamp_max):
@@ -157,6 +185,114 @@ def ppu_config_bytes(bias, multiplier, shift, zero_point, activation, clamp_max)
     return (struct.pack(f"<{len(bias)}i", *bias) +
             struct.pack("<iBbBb", int(multiplier), int(shift), int(zero_point),
                         int(activation), int(clamp_max)))
+
+
+def unpack_ppu_config(payload, cols):
+    """The fields of a SET_PPU payload (the inverse of :func:`ppu_config_bytes`), as a dict.
+
+    Keys: ``bias`` (a list of ``cols`` ints), ``multiplier``, ``shift``, ``zero_point``,
+    ``activation``, ``clamp_max``. Bytes beyond ``ppu_config_length(cols)`` (padding) are
+    ignored; the values are not range-checked (see :func:`malformed`).
+    """
+    length = ppu_config_length(cols)
+    if len(payload) < length:
+        raise ValueError(f"a SET_PPU payload for {cols} columns is {length} bytes, "
+                         f"not {len(payload)}")
+    bias = list(struct.unpack_from(f"<{cols}i", payload, 0))
+    multiplier, shift, zero_point, activation, clamp_max = \
+        struct.unpack_from("<iBbBb", payload, 4 * cols)
+    return {"bias": bias, "multiplier": multiplier, "shift": shift, "zero_point": zero_point,
+            "activation": activation, "clamp_max": clamp_max}
+
+
+#: Per opcode: the flag bits it accepts, and whether it uses a, b and n.
+_FIELDS = {
+    Opcode.NOP:           (0x00, False, False, False),
+    Opcode.WRITE_UB:      (0x00, True,  False, True),
+    Opcode.WRITE_WM:      (0x00, True,  False, True),
+    Opcode.SET_PPU:       (0x00, False, False, False),
+    Opcode.LOAD_WEIGHTS:  (Flag.SIGNED, True, False, False),
+    Opcode.MATMUL:        (Flag.SIGNED | Flag.ACCUMULATE | Flag.SWAP, True, True, True),
+    Opcode.ACTIVATE:      (0xff, True, True, True),      # flags: the lane offset
+    Opcode.READ_UB:       (0x00, True,  False, True),
+    Opcode.READ_ACC:      (0x00, True,  False, True),
+    Opcode.READ_COUNTERS: (Flag.CLEAR, False, False, False),
+}
+
+
+def malformed(instruction, geometry):
+    """Why ``instruction`` is MALFORMED on a ``geometry`` device, or None if it is well formed.
+
+    These are the checks that depend on the instruction alone (and R, C): reserved flags or
+    fields set, ``n == 0``, an ACTIVATE lane offset with ``L + C > R``, a SET_PPU payload with
+    ``shift > 31`` or an unknown activation, a SYNC word other than :data:`SYNC_WORD`.
+    Address ranges and the weight-tile state are checked by the device after these.
+
+    Raises
+    ------
+    ValueError
+        If ``instruction.opcode`` is not an :class:`Opcode` (that is ILLEGAL_OPCODE, not
+        MALFORMED), or a SET_PPU instruction's payload is shorter than the configuration.
+    """
+    try:
+        opcode = Opcode(instruction.opcode)
+    except ValueError:
+        raise ValueError(f"unknown opcode 0x{instruction.opcode:02x}") from None
+    if opcode == Opcode.SYNC:
+        if instruction.word() != SYNC_WORD:
+            return "a SYNC word must be exactly " + SYNC_WORD.hex()
+        return None
+    flags, uses_a, uses_b, uses_n = _FIELDS[opcode]
+    name = opcode.name
+    reserved = int(instruction.flags) & ~int(flags) & 0xff     # int: ~ of an IntFlag stays
+    if reserved:                                               # inside its members' bits
+        return f"{name} does not accept flags 0x{reserved:02x}"
+    for field, used in (("a", uses_a), ("b", uses_b), ("n", uses_n)):
+        if not used and getattr(instruction, field):
+            return f"{name} does not use field {field}, which must be 0"
+    if uses_n and instruction.n == 0:
+        return f"{name} needs n of at least 1"
+    if opcode == Opcode.ACTIVATE and instruction.flags + geometry.cols > geometry.rows:
+        return (f"ACTIVATE lane offset {instruction.flags} + C ({geometry.cols}) exceeds "
+                f"R ({geometry.rows})")
+    if opcode == Opcode.SET_PPU:
+        config = unpack_ppu_config(instruction.payload, geometry.cols)
+        if config["shift"] > 31:
+            return f"SET_PPU shift {config['shift']} exceeds 31"
+        if config["activation"] not in (0, 1, 2):
+            return f"SET_PPU activation {config['activation']} is not 0, 1 or 2"
+    return None
+
+
+def decode_program(data, geometry):
+    """Split a byte string into its instructions, each with its (unpadded) payload.
+
+    A purely syntactic decode: every word is an instruction, and WRITE_UB, WRITE_WM and
+    SET_PPU take their payload (of :meth:`Instruction.payload_length` bytes, then padding).
+    Unknown opcodes are returned as they are, with no payload; the device itself would skip
+    the words after one until the next SYNC (docs/isa.md), which this function does not model.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` ends inside a word or inside a payload.
+    """
+    data = bytes(data)
+    instructions, offset = [], 0
+    while offset < len(data):
+        if len(data) - offset < WORD:
+            raise ValueError(f"program ends inside a word at byte {offset}")
+        instruction = Instruction.decode_word(data[offset:offset + WORD])
+        length = instruction.payload_length(geometry)
+        start = offset + WORD
+        if len(data) - start < padded_length(length):
+            raise ValueError(f"program ends inside the {padded_length(length)}-byte payload "
+                             f"of the instruction at byte {offset}")
+        instructions.append(Instruction(instruction.opcode, instruction.flags, instruction.a,
+                                        instruction.b, instruction.n,
+                                        data[start:start + length]))
+        offset = start + padded_length(length)
+    return instructions
 
 
 @dataclass(frozen=True)
