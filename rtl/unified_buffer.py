@@ -1,6 +1,6 @@
 """Unified buffer: the on-chip memory of activation rows, and the row memory it is built on."""
 
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Module, Mux, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -19,7 +19,16 @@ MAX_WIDTH = 1 << 16
 
 
 class RowWrite(data.StructLayout):
-    """A write of one whole row.
+    """A write of one row, whole or (with ``masked``) only some of its elements.
+
+    Parameters
+    ----------
+    row : ArrayLayout
+        The layout of a row.
+    depth : int
+        Number of entries.
+    masked : bool
+        Add the ``mask`` member: a per-element write enable.
 
     Members
     -------
@@ -27,9 +36,15 @@ class RowWrite(data.StructLayout):
         The entry written.
     data : row
         Its new contents.
+    mask : unsigned(row.length)
+        Only if ``masked``: bit k set writes element k; elements whose bit is clear keep their
+        old contents.
     """
-    def __init__(self, row, depth):
-        super().__init__({"addr": range(depth), "data": row})
+    def __init__(self, row, depth, *, masked=False):
+        fields = {"addr": range(depth), "data": row}
+        if masked:
+            fields["mask"] = unsigned(row.length)
+        super().__init__(fields)
 
 
 class ReadRequest(data.StructLayout):
@@ -92,9 +107,11 @@ def connect_read_port(m, port, request, response):
 class RowMemory(wiring.Component):
     """A memory of ``depth`` rows of ``width`` raw bytes, written and read a row at a time.
 
-    There is no partial write. The storage is one :class:`~amaranth.lib.memory.Memory` with
-    one write port and one synchronous read port, so synthesis maps it to block RAM. Entries
-    start as zero.
+    Writes replace whole rows, unless the memory is built with ``masked``: then every write
+    carries a byte mask and replaces only the bytes it selects (the write port has a byte-wide
+    granularity, which block RAMs provide as byte enables). The storage is one
+    :class:`~amaranth.lib.memory.Memory` with one write port and one synchronous read port, so
+    synthesis maps it to block RAM. Entries start as zero.
 
     Writes are always accepted (``w.ready`` is constantly high) and take effect at the end of
     the cycle that accepts them. Reads are served in order: the response to a request accepted
@@ -111,24 +128,30 @@ class RowMemory(wiring.Component):
         Bytes per row, 1 to ``MAX_WIDTH``.
     depth : int
         Number of rows, 1 to ``MAX_DEPTH``.
+    masked : bool
+        Writes carry a byte mask (``RowWrite(..., masked=True)``).
 
     Members
     -------
-    w : In(stream.Signature(RowWrite(ArrayLayout(unsigned(8), width), depth)))
+    w : In(stream.Signature(RowWrite(ArrayLayout(unsigned(8), width), depth, masked=masked)))
         Row writes.
     r_addr : In(stream.Signature(ReadRequest(depth)))
         Read requests.
     r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), width))))
         Read responses, one per request, in order.
     """
-    def __init__(self, width, depth):
+    def __init__(self, width, depth, *, masked=False):
         check_int(self, "Width", width, 1, MAX_WIDTH)
         check_int(self, "Depth", depth, 1, MAX_DEPTH)
+        if not isinstance(masked, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"masked must be a bool, not {masked!r}")
         self._width = width
         self._depth = depth
+        self._masked = masked
         self._row = data.ArrayLayout(unsigned(8), width)
         super().__init__({
-            "w":      In(stream.Signature(RowWrite(self._row, depth))),
+            "w":      In(stream.Signature(RowWrite(self._row, depth, masked=masked))),
             "r_addr": In(stream.Signature(ReadRequest(depth))),
             "r_data": Out(stream.Signature(ReadResponse(self._row))),
         })
@@ -140,6 +163,11 @@ class RowMemory(wiring.Component):
     @property
     def depth(self):
         return self._depth
+
+    @property
+    def masked(self):
+        """Whether writes carry a byte mask."""
+        return self._masked
 
     @property
     def row_layout(self):
@@ -160,16 +188,20 @@ class RowMemory(wiring.Component):
         m = Module()
 
         m.submodules.memory = memory = Memory(shape=self._row, depth=self._depth, init=[])
-        write = memory.write_port()
+        # A masked memory enables each byte on its own (granularity: one array element).
+        write = memory.write_port(granularity=1 if self._masked else None)
         # Transparent: a read in the cycle of a write to the same entry returns the new row.
         read = memory.read_port(transparent_for=(write,))
 
         m.d.comb += [
             self.w.ready.eq(1),
-            write.en.eq(self.w.valid),
             write.addr.eq(self.w.payload.addr),
             write.data.eq(self.w.payload.data),
         ]
+        if self._masked:
+            m.d.comb += write.en.eq(Mux(self.w.valid, self.w.payload.mask, 0))
+        else:
+            m.d.comb += write.en.eq(self.w.valid)
         connect_read_port(m, read, self.r_addr, self.r_data)
 
         return m
@@ -188,19 +220,22 @@ class UnifiedBuffer(RowMemory):
         R, bytes per row (the MXU's row count), 1 to ``MAX_WIDTH``.
     depth : int
         Number of rows, 1 to ``MAX_DEPTH``.
+    masked : bool
+        Writes carry a byte mask, so that the post-processing unit can write C bytes at a lane
+        offset into a row of R bytes and leave the others as they are.
 
     Members
     -------
-    w : In(stream.Signature(RowWrite(ArrayLayout(unsigned(8), rows), depth)))
+    w : In(stream.Signature(RowWrite(ArrayLayout(unsigned(8), rows), depth, masked=masked)))
         Row writes.
     r_addr : In(stream.Signature(ReadRequest(depth)))
         Read requests.
     r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), rows))))
         Read responses, one per request, in order.
     """
-    def __init__(self, rows=8, depth=1024):
+    def __init__(self, rows=8, depth=1024, *, masked=False):
         check_int(self, "Row count", rows, 1, MAX_WIDTH)
-        super().__init__(rows, depth)
+        super().__init__(rows, depth, masked=masked)
 
     @property
     def rows(self):

@@ -63,6 +63,12 @@ def _ppu(rows, cols):
     return PostProcessor(cols)  # a row of C accumulators; R does not matter
 
 
+def _accelerator(rows, cols):
+    from firmware.isa import Geometry
+    from .accelerator import Accelerator
+    return Accelerator(Geometry(rows, cols))  # the default memory depths
+
+
 @dataclass(frozen=True)
 class Top:
     """A block that can be emitted on its own: its module name and how to build it."""
@@ -76,6 +82,8 @@ class Top:
 TOPS = {
     "mxu": Top("puce_mxu", _mxu, "matrix unit: R x C weight-stationary systolic array"),
     "ppu": Top("puce_ppu", _ppu, "post-processing unit: requantizes rows of C int32 to int8"),
+    "accelerator": Top("puce_accelerator", _accelerator,
+                       "the whole accelerator: controller, memories, MXU and PPU on byte streams"),
 }
 
 

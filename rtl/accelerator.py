@@ -1,0 +1,77 @@
+"""The whole accelerator: controller, memories, MXU and PPU behind two byte streams."""
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
+
+from firmware.isa import Geometry
+from .accumulator import AccumulatorMemory
+from .controller import Controller
+from .mxu import MatrixUnit
+from .ppu import PostProcessor
+from .unified_buffer import UnifiedBuffer
+from .weight_memory import WeightMemory
+
+__all__ = ["Accelerator"]
+
+
+class Accelerator(wiring.Component):
+    """puce: an R x C int8 matrix unit, its memories and its controller, run by a byte stream.
+
+    The host sends instruction words and their payloads on ``i`` and reads response packets on
+    ``o``, as :mod:`firmware.isa` and docs/isa.md define them; the bytes that come back are
+    those of :class:`sim.golden.accelerator.AcceleratorModel` (the counters of time aside).
+    :class:`rtl.controller.Controller` describes the decoder, the scoreboard and the counters.
+    Inside::
+
+        i --> Controller --> o
+                |  UB (masked writes), WM, ACC: write, read request, read response streams
+                |  MXU: w, x, o streams;  PPU: i, o streams, cfg
+                v
+        UnifiedBuffer  WeightMemory  AccumulatorMemory  MatrixUnit  PostProcessor
+
+    Parameters
+    ----------
+    geometry : firmware.isa.Geometry
+        R and C of the matrix unit and the depths of the three memories.
+
+    Members
+    -------
+    i : In(stream.Signature(8))
+        Command and payload bytes from the host.
+    o : Out(stream.Signature(8))
+        Response bytes to the host.
+    """
+    def __init__(self, geometry=Geometry()):
+        if not isinstance(geometry, Geometry):
+            self._MustUse__silence = True
+            raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
+        self._geometry = geometry
+        super().__init__({
+            "i": In(stream.Signature(8)),
+            "o": Out(stream.Signature(8)),
+        })
+
+    @property
+    def geometry(self):
+        return self._geometry
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._geometry
+
+        m.submodules.controller     = controller = Controller(g)
+        m.submodules.unified_buffer = ub = UnifiedBuffer(g.rows, g.ub_depth, masked=True)
+        m.submodules.weight_memory  = wm = WeightMemory(g.cols, g.wm_depth)
+        m.submodules.accumulator    = acc = AccumulatorMemory(g.cols, g.acc_depth)
+        m.submodules.mxu            = mxu = MatrixUnit(g.rows, g.cols)
+        m.submodules.ppu            = ppu = PostProcessor(g.cols)
+
+        connect(m, flipped(self.i), controller.i)
+        connect(m, controller.o, flipped(self.o))
+        connect(m, controller.ub, ub)
+        connect(m, controller.wm, wm)
+        connect(m, controller.acc, acc)
+        connect(m, controller.mxu, mxu)
+        connect(m, controller.ppu, ppu)
+        return m

@@ -1,0 +1,923 @@
+"""The controller: decodes the instruction stream and issues it, in order, to concurrent units.
+
+Block diagram (``->`` streams, ``=>`` start commands from the decoder)::
+
+    host i ->[ word assembler ]--> decoder / scoreboard ==> units below
+            \\-> PayloadReceiver -> UB.w (rows), WM.w (rows), PPU config register
+                                    (bytes of WRITE_UB / WRITE_WM / SET_PPU payloads)
+      WeightLoader   WM.r_addr -> WM.r_data -> MXU.w                        (LOAD_WEIGHTS)
+      MatmulUnit     UB.r_addr -> UB.r_data -> MXU.x;  MXU.o -> ACC.w       (MATMUL)
+      ActivateUnit   ACC.r_addr -> ACC.r_data -> PPU.i;  PPU.o -> UB.w      (ACTIVATE)
+      ResponseSender UB/ACC.r_addr -> r_data -> bytes -> host o  (READ_*, SYNC, errors)
+      PerformanceCounters                                                   (READ_COUNTERS)
+
+Shared ports: the UB read port (MatmulUnit, ResponseSender), the ACC read port (ActivateUnit,
+ResponseSender) and the UB write port (PayloadReceiver, ActivateUnit). The scoreboard lets one
+unit at a time send requests on a read port; a small register next to the port's response
+register remembers whose request it holds, so the next unit can start requesting while the
+previous one's last response still waits.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
+
+from firmware.isa import SYNC_WORD, WORD, ErrorCode, Flag, Opcode
+from .accumulator import AccumulatorWrite
+from .counters import PerformanceCounters
+from .host_link import (ADDR_BITS, PayloadKind, PayloadReceiver, ResponseKind, ResponseSender,
+                        RowRange, check_geometry, overlaps)
+from .mxu import ActivationRow, ResultRow, WeightRow
+from .ppu import AccumulatorRow, PostProcessorConfig, QuantizedRow
+from .unified_buffer import ReadRequest, ReadResponse, RowWrite
+
+__all__ = [
+    "MATMUL_QUEUE", "InstructionWord", "PendingRange", "memory_signature",
+    "LoadCommand", "WeightLoader", "MatmulCommand", "MatmulUnit", "ActivateCommand",
+    "ActivateUnit", "Controller",
+]
+
+#: MATMUL instructions whose accumulator writes may be in flight at once.
+MATMUL_QUEUE = 4
+
+
+class InstructionWord(data.StructLayout):
+    """An instruction word as it arrives: eight bytes, little-endian.
+
+    Members
+    -------
+    opcode, flags : unsigned(8)
+        Bytes 0 and 1.
+    a, b, n : unsigned(16)
+        Bytes 2-3, 4-5 and 6-7.
+    """
+    def __init__(self):
+        super().__init__({"opcode": 8, "flags": 8, "a": ADDR_BITS, "b": ADDR_BITS,
+                          "n": ADDR_BITS})
+
+
+class PendingRange(data.StructLayout):
+    """A row range with a valid bit: rows a MATMUL has still to write into the accumulators.
+
+    Members
+    -------
+    valid : unsigned(1)
+        The entry is in use.
+    range : RowRange
+        The rows.
+    """
+    def __init__(self):
+        super().__init__({"valid": 1, "range": RowRange()})
+
+
+def memory_signature(write, depth, row):
+    """The controller's side of an on-chip memory: it writes, requests reads, takes responses.
+
+    ``write`` is the layout of a write, ``row`` that of a row.
+    """
+    return wiring.Signature({
+        "w":      Out(stream.Signature(write)),
+        "r_addr": Out(stream.Signature(ReadRequest(depth))),
+        "r_data": In(stream.Signature(ReadResponse(row))),
+    })
+
+
+def _flag(flags, flag):
+    """Whether ``flag`` (a :class:`firmware.isa.Flag`) is set in the 8-bit ``flags``."""
+    return (flags & int(flag)) != 0
+
+
+def _set_range(m, target, lo, count):
+    m.d.sync += [target.lo.eq(lo), target.hi.eq(lo + count)]
+
+
+class LoadCommand(data.StructLayout):
+    """A LOAD_WEIGHTS for the :class:`WeightLoader`.
+
+    Members
+    -------
+    addr : unsigned(16)
+        Weight memory row of the tile's row 0.
+    signed : unsigned(1)
+        The weights are int8.
+    """
+    def __init__(self):
+        super().__init__({"addr": ADDR_BITS, "signed": 1})
+
+
+class WeightLoader(wiring.Component):
+    """Executes LOAD_WEIGHTS: reads R weight rows and shifts them into the MXU's shadow bank.
+
+    The MXU holds ``w`` off while its shadow bank is still in use or already holds a tile that
+    waits for its swap; the loader simply waits. Rows are read only as fast as they are taken
+    (the read port's response register is the only buffer).
+
+    Parameters
+    ----------
+    geometry : firmware.isa.Geometry
+        Array size and memory depths.
+
+    Members
+    -------
+    start : In(1)
+        Begin a LOAD_WEIGHTS (only while ``busy`` is low).
+    command : In(LoadCommand())
+        Sampled with ``start``.
+    busy : Out(1)
+        Rows remain to be taken by the MXU.
+    reading : Out(1)
+        Read requests remain to be sent: ``read_range`` must not be overwritten yet.
+    read_range : Out(RowRange())
+        The tile's weight memory rows.
+    wm_r_addr : Out(stream.Signature(ReadRequest(wm_depth)))
+        Weight memory read requests.
+    wm_r_data : In(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), C))))
+        Weight memory read responses.
+    w : Out(stream.Signature(WeightRow(C)))
+        Weight rows to the MXU.
+    """
+    def __init__(self, geometry):
+        check_geometry(self, geometry)
+        self._geometry = g = geometry
+        super().__init__({
+            "start":      In(1),
+            "command":    In(LoadCommand()),
+            "busy":       Out(1),
+            "reading":    Out(1),
+            "read_range": Out(RowRange()),
+            "wm_r_addr":  Out(stream.Signature(ReadRequest(g.wm_depth))),
+            "wm_r_data":  In(stream.Signature(ReadResponse(
+                data.ArrayLayout(unsigned(8), g.cols)))),
+            "w":          Out(stream.Signature(WeightRow(g.cols))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows = self._geometry.rows
+
+        req_addr     = Signal(ADDR_BITS, name="load_req_addr")
+        req_left     = Signal(range(rows + 1), name="load_req_left")
+        deliver_left = Signal(range(rows + 1), name="load_deliver_left")
+        is_signed    = Signal(name="load_signed")
+
+        m.d.comb += [
+            self.busy.eq(deliver_left != 0),
+            self.reading.eq(req_left != 0),
+            self.wm_r_addr.valid.eq(self.reading),
+            self.wm_r_addr.payload.addr.eq(req_addr),
+            self.wm_r_addr.payload.last.eq(req_left == 1),
+            self.w.valid.eq(self.wm_r_data.valid),
+            self.w.payload.data.eq(self.wm_r_data.payload.data),
+            self.w.payload.signed.eq(is_signed),
+            self.wm_r_data.ready.eq(self.w.ready),
+        ]
+        with m.If(self.wm_r_addr.valid & self.wm_r_addr.ready):
+            m.d.sync += [req_addr.eq(req_addr + 1), req_left.eq(req_left - 1)]
+        with m.If(self.w.valid & self.w.ready):
+            m.d.sync += deliver_left.eq(deliver_left - 1)
+        with m.If(self.start):
+            m.d.sync += [
+                req_addr.eq(self.command.addr),
+                req_left.eq(rows),
+                deliver_left.eq(rows),
+                is_signed.eq(self.command.signed),
+            ]
+            _set_range(m, self.read_range, self.command.addr, rows)
+        return m
+
+
+class MatmulCommand(data.StructLayout):
+    """A MATMUL for the :class:`MatmulUnit`.
+
+    Members
+    -------
+    ub_addr : unsigned(16)
+        First unified buffer row (activations).
+    acc_addr : unsigned(16)
+        First accumulator row written.
+    n : unsigned(16)
+        Rows, 1 or more.
+    signed : unsigned(1)
+        The activations are int8.
+    accumulate : unsigned(1)
+        Add to the accumulators.
+    swap : unsigned(1)
+        Mark the first row ``first``: switch to the loaded tile.
+    """
+    def __init__(self):
+        super().__init__({"ub_addr": ADDR_BITS, "acc_addr": ADDR_BITS, "n": ADDR_BITS,
+                          "signed": 1, "accumulate": 1, "swap": 1})
+
+
+class MatmulUnit(wiring.Component):
+    """Executes MATMUL: streams unified-buffer rows through the MXU into the accumulators.
+
+    The *feeder* sends the read requests of one MATMUL at a time and passes each response
+    on to ``x`` as an activation row (``first`` on the first row of a SWAP, ``last`` on the
+    last row of every MATMUL). The next MATMUL may start in the cycle the previous one's last
+    request is accepted (``finishing``), so back-to-back MATMULs leave no bubble.
+
+    The *write-back* turns each result on ``o`` into an accumulator write. Results leave the MXU
+    in order, so a queue of the accumulator ranges of the MATMULs in flight (``acc_writes``,
+    ``MATMUL_QUEUE`` entries) gives the address and mode of each: its head entry advances on
+    every result marked ``last``. An entry is allocated by ``start`` and freed one cycle after
+    its last write was accepted, so that an accumulator read issued after the entry is gone
+    sees every write (the accumulator memory's ``write_latency`` is 2).
+
+    Parameters
+    ----------
+    geometry : firmware.isa.Geometry
+        Array size and memory depths.
+
+    Members
+    -------
+    start : In(1)
+        Begin a MATMUL (while ``feeding`` is low or ``finishing`` is high, and ``full`` is
+        low).
+    command : In(MatmulCommand())
+        Sampled with ``start``.
+    feeding : Out(1)
+        Read requests remain to be sent: ``read_range`` must not be overwritten yet.
+    finishing : Out(1)
+        The last read request is accepted in this cycle.
+    full : Out(1)
+        Every queue entry is in use.
+    idle : Out(1)
+        Nothing in flight: no requests to send, and every result has landed.
+    read_range : Out(RowRange())
+        Unified buffer rows of the MATMUL being fed.
+    acc_writes : Out(ArrayLayout(PendingRange(), MATMUL_QUEUE))
+        Accumulator rows of every MATMUL whose writes have not all landed.
+    ub_r_addr : Out(stream.Signature(ReadRequest(ub_depth)))
+        Unified buffer read requests.
+    ub_r_data : In(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), R))))
+        Unified buffer read responses.
+    x : Out(stream.Signature(ActivationRow(R)))
+        Activation rows to the MXU.
+    o : In(stream.Signature(ResultRow(C)))
+        Result rows from the MXU.
+    acc_w : Out(stream.Signature(AccumulatorWrite(C, acc_depth)))
+        Accumulator writes.
+    """
+    def __init__(self, geometry):
+        check_geometry(self, geometry)
+        self._geometry = g = geometry
+        super().__init__({
+            "start":      In(1),
+            "command":    In(MatmulCommand()),
+            "feeding":    Out(1),
+            "finishing":  Out(1),
+            "full":       Out(1),
+            "idle":       Out(1),
+            "read_range": Out(RowRange()),
+            "acc_writes": Out(data.ArrayLayout(PendingRange(), MATMUL_QUEUE)),
+            "ub_r_addr":  Out(stream.Signature(ReadRequest(g.ub_depth))),
+            "ub_r_data":  In(stream.Signature(ReadResponse(
+                data.ArrayLayout(unsigned(8), g.rows)))),
+            "x":          Out(stream.Signature(ActivationRow(g.rows))),
+            "o":          In(stream.Signature(ResultRow(g.cols))),
+            "acc_w":      Out(stream.Signature(AccumulatorWrite(g.cols, g.acc_depth))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cmd = self.command
+
+        # Feeder.
+        req_addr  = Signal(ADDR_BITS, name="mm_req_addr")
+        req_left  = Signal(ADDR_BITS, name="mm_req_left")
+        req_first = Signal(name="mm_req_first")
+        is_signed = Signal(name="mm_signed")
+        # Flags of the row in the read port's response register, which moves in step with it.
+        resp_first  = Signal(name="mm_resp_first")
+        resp_signed = Signal(name="mm_resp_signed")
+
+        fire = self.ub_r_addr.valid & self.ub_r_addr.ready
+        m.d.comb += [
+            self.feeding.eq(req_left != 0),
+            self.finishing.eq(fire & (req_left == 1)),
+            self.ub_r_addr.valid.eq(self.feeding),
+            self.ub_r_addr.payload.addr.eq(req_addr),
+            self.ub_r_addr.payload.last.eq(req_left == 1),
+            self.x.valid.eq(self.ub_r_data.valid),
+            self.x.payload.data.eq(self.ub_r_data.payload.data),
+            self.x.payload.signed.eq(resp_signed),
+            self.x.payload.first.eq(resp_first),
+            self.x.payload.last.eq(self.ub_r_data.payload.last),
+            self.ub_r_data.ready.eq(self.x.ready),
+        ]
+        with m.If(fire):
+            m.d.sync += [
+                req_addr.eq(req_addr + 1),
+                req_left.eq(req_left - 1),
+                req_first.eq(0),
+                resp_first.eq(req_first),
+                resp_signed.eq(is_signed),
+            ]
+        with m.If(self.start):
+            m.d.sync += [
+                req_addr.eq(cmd.ub_addr),
+                req_left.eq(cmd.n),
+                req_first.eq(cmd.swap),
+                is_signed.eq(cmd.signed),
+            ]
+            _set_range(m, self.read_range, cmd.ub_addr, cmd.n)
+
+        # Write-back queue: entries are allocated at `tail` and retired from `head`.
+        queue = self.acc_writes
+        accumulate = Signal(MATMUL_QUEUE, name="mm_accumulate")
+        head = Signal(range(MATMUL_QUEUE), name="mm_head")
+        tail = Signal(range(MATMUL_QUEUE), name="mm_tail")
+        row  = Signal(ADDR_BITS, name="mm_wb_row")          # row within the head's MATMUL
+        freeing = Signal(name="mm_freeing")                 # the head retired last cycle
+        freed   = Signal(range(MATMUL_QUEUE), name="mm_freed")
+
+        m.d.comb += [
+            self.full.eq(queue[tail].valid),
+            self.idle.eq(~self.feeding &
+                         ~Cat(queue[k].valid for k in range(MATMUL_QUEUE)).any()),
+            self.o.ready.eq(self.acc_w.ready),
+            self.acc_w.valid.eq(self.o.valid),
+            self.acc_w.payload.addr.eq(queue[head].range.lo + row),
+            self.acc_w.payload.accumulate.eq(accumulate.bit_select(head, 1)),
+            self.acc_w.payload.data.eq(self.o.payload.data),
+        ]
+        m.d.sync += freeing.eq(0)
+        with m.If(self.acc_w.valid & self.acc_w.ready):
+            with m.If(self.o.payload.last):
+                m.d.sync += [row.eq(0), head.eq(head + 1), freeing.eq(1), freed.eq(head)]
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+        with m.If(self.start):
+            m.d.sync += tail.eq(tail + 1)
+        for k in range(MATMUL_QUEUE):
+            with m.If(self.start & (tail == k)):
+                m.d.sync += [queue[k].valid.eq(1), accumulate[k].eq(cmd.accumulate)]
+                _set_range(m, queue[k].range, cmd.acc_addr, cmd.n)
+            with m.Elif(freeing & (freed == k)):
+                m.d.sync += queue[k].valid.eq(0)
+        return m
+
+
+class ActivateCommand(data.StructLayout):
+    """An ACTIVATE for the :class:`ActivateUnit`.
+
+    Members
+    -------
+    acc_addr : unsigned(16)
+        First accumulator row read.
+    ub_addr : unsigned(16)
+        First unified buffer row written.
+    n : unsigned(16)
+        Rows, 1 or more.
+    lane : unsigned(8)
+        The first of the C bytes written in each unified buffer row, at most R - C.
+    """
+    def __init__(self):
+        super().__init__({"acc_addr": ADDR_BITS, "ub_addr": ADDR_BITS, "n": ADDR_BITS,
+                          "lane": 8})
+
+
+class ActivateUnit(wiring.Component):
+    """Executes ACTIVATE: accumulator rows through the PPU into bytes of unified buffer rows.
+
+    Each row of C int32 is read, requantized by the PPU (with the configuration on its static
+    ``cfg`` port, which the scoreboard keeps unchanged while this unit is busy) and written into
+    bytes ``lane .. lane + C - 1`` of a unified buffer row with a byte mask; the row's other
+    bytes keep their contents. One ACTIVATE at a time.
+
+    Parameters
+    ----------
+    geometry : firmware.isa.Geometry
+        Array size and memory depths.
+
+    Members
+    -------
+    start : In(1)
+        Begin an ACTIVATE (only while ``busy`` is low).
+    command : In(ActivateCommand())
+        Sampled with ``start``.
+    busy : Out(1)
+        Rows remain to be written.
+    reading : Out(1)
+        Accumulator read requests remain to be sent.
+    read_range : Out(RowRange())
+        The accumulator rows read.
+    write_range : Out(RowRange())
+        The unified buffer rows written.
+    acc_r_addr : Out(stream.Signature(ReadRequest(acc_depth)))
+        Accumulator read requests.
+    acc_r_data : In(stream.Signature(ReadResponse(ArrayLayout(signed(32), C))))
+        Accumulator read responses.
+    ppu_i : Out(stream.Signature(AccumulatorRow(C)))
+        Rows into the PPU.
+    ppu_o : In(stream.Signature(QuantizedRow(C)))
+        Rows out of the PPU.
+    ub_w : Out(stream.Signature(RowWrite(ArrayLayout(unsigned(8), R), ub_depth, masked=True)))
+        Unified buffer writes.
+    """
+    def __init__(self, geometry):
+        check_geometry(self, geometry)
+        self._geometry = g = geometry
+        super().__init__({
+            "start":       In(1),
+            "command":     In(ActivateCommand()),
+            "busy":        Out(1),
+            "reading":     Out(1),
+            "read_range":  Out(RowRange()),
+            "write_range": Out(RowRange()),
+            "acc_r_addr":  Out(stream.Signature(ReadRequest(g.acc_depth))),
+            "acc_r_data":  In(stream.Signature(ReadResponse(
+                data.ArrayLayout(signed(32), g.cols)))),
+            "ppu_i":       Out(stream.Signature(AccumulatorRow(g.cols))),
+            "ppu_o":       In(stream.Signature(QuantizedRow(g.cols))),
+            "ub_w":        Out(stream.Signature(RowWrite(
+                data.ArrayLayout(unsigned(8), g.rows), g.ub_depth, masked=True))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self._geometry.rows, self._geometry.cols
+        cmd = self.command
+
+        req_addr = Signal(ADDR_BITS, name="act_req_addr")
+        req_left = Signal(ADDR_BITS, name="act_req_left")
+        wr_addr  = Signal(ADDR_BITS, name="act_wr_addr")
+        lane     = Signal(8, name="act_lane")
+        busy     = Signal(name="act_busy")
+
+        m.d.comb += [
+            self.busy.eq(busy),
+            self.reading.eq(req_left != 0),
+            self.acc_r_addr.valid.eq(self.reading),
+            self.acc_r_addr.payload.addr.eq(req_addr),
+            self.acc_r_addr.payload.last.eq(req_left == 1),
+            self.ppu_i.valid.eq(self.acc_r_data.valid),
+            self.ppu_i.payload.data.eq(self.acc_r_data.payload.data),
+            self.ppu_i.payload.last.eq(self.acc_r_data.payload.last),
+            self.acc_r_data.ready.eq(self.ppu_i.ready),
+            self.ub_w.valid.eq(self.ppu_o.valid),
+            self.ub_w.payload.addr.eq(wr_addr),
+            self.ppu_o.ready.eq(self.ub_w.ready),
+        ]
+        # Place the C bytes at the lane offset; the mask keeps the row's other bytes.
+        with m.Switch(lane):
+            for offset in range(max(rows - cols + 1, 0)):
+                with m.Case(offset):
+                    m.d.comb += [
+                        self.ub_w.payload.data.eq(Cat(Const(0, 8 * offset),
+                                                      self.ppu_o.payload.data)),
+                        self.ub_w.payload.mask.eq(((1 << cols) - 1) << offset),
+                    ]
+            with m.Default():                       # the decoder never issues such a lane
+                m.d.comb += self.ub_w.payload.mask.eq(0)
+        with m.If(self.acc_r_addr.valid & self.acc_r_addr.ready):
+            m.d.sync += [req_addr.eq(req_addr + 1), req_left.eq(req_left - 1)]
+        with m.If(self.ub_w.valid & self.ub_w.ready):
+            m.d.sync += wr_addr.eq(wr_addr + 1)
+            with m.If(self.ppu_o.payload.last):
+                m.d.sync += busy.eq(0)
+        with m.If(self.start):
+            m.d.sync += [
+                req_addr.eq(cmd.acc_addr),
+                req_left.eq(cmd.n),
+                wr_addr.eq(cmd.ub_addr),
+                lane.eq(cmd.lane),
+                busy.eq(1),
+            ]
+            _set_range(m, self.read_range, cmd.acc_addr, cmd.n)
+            _set_range(m, self.write_range, cmd.ub_addr, cmd.n)
+        return m
+
+
+def _share_read_port(m, name, request, response, users):
+    """Serve the read port ``request``/``response`` to ``users``, (request, response) pairs.
+
+    At most one user sends requests at a time (the scoreboard sees to that). ``owner`` changes
+    exactly when the port's response register does, so it always names the user whose
+    response the register holds, and routes that response to it.
+    """
+    owner  = Signal(range(len(users)), name=f"{name}_owner")
+    select = Signal(range(len(users)), name=f"{name}_select")
+    for k, (user_request, _) in enumerate(users):
+        with m.If(user_request.valid):
+            m.d.comb += select.eq(k)
+    with m.Switch(select):
+        for k, (user_request, _) in enumerate(users):
+            with m.Case(k):
+                m.d.comb += [request.valid.eq(user_request.valid),
+                             request.payload.eq(user_request.payload)]
+    with m.Switch(owner):
+        for k, (_, user_response) in enumerate(users):
+            with m.Case(k):
+                m.d.comb += response.ready.eq(user_response.ready)
+    for k, (user_request, user_response) in enumerate(users):
+        m.d.comb += [
+            user_request.ready.eq(request.ready & (select == k)),
+            user_response.valid.eq(response.valid & (owner == k)),
+            user_response.payload.eq(response.payload),
+        ]
+    with m.If(request.valid & request.ready):
+        m.d.sync += owner.eq(select)
+
+
+#: Per opcode: the flag bits it accepts, and whether it uses a, b and n (docs/isa.md).
+_FIELDS = {
+    Opcode.NOP:           (0x00, False, False, False),
+    Opcode.WRITE_UB:      (0x00, True,  False, True),
+    Opcode.WRITE_WM:      (0x00, True,  False, True),
+    Opcode.SET_PPU:       (0x00, False, False, False),
+    Opcode.LOAD_WEIGHTS:  (Flag.SIGNED, True, False, False),
+    Opcode.MATMUL:        (Flag.SIGNED | Flag.ACCUMULATE | Flag.SWAP, True, True, True),
+    Opcode.ACTIVATE:      (0xff, True, True, True),
+    Opcode.READ_UB:       (0x00, True,  False, True),
+    Opcode.READ_ACC:      (0x00, True,  False, True),
+    Opcode.READ_COUNTERS: (Flag.CLEAR, False, False, False),
+}
+
+
+class Controller(wiring.Component):
+    """Decodes the host's instruction stream and runs it on the memories, MXU and PPU.
+
+    **Front end.** Bytes from ``i`` fill an 8-byte word register. A complete word is decoded
+    and checked (in priority order: ILLEGAL_OPCODE, MALFORMED, ADDRESS, then NO_WEIGHTS or
+    WEIGHTS_FULL against the ``pending`` tile bit) and then *retired*: a failed instruction at
+    once (it records the first error since the last SYNC), a good one when the scoreboard
+    lets it issue to its unit. After WRITE_UB, WRITE_WM or SET_PPU the byte stream belongs to
+    the :class:`~rtl.host_link.PayloadReceiver` until the payload and its padding are in (also
+    when the instruction failed). An illegal opcode sends an ERROR packet and enters the
+    faulted state, where words are dropped unseen until one equals the SYNC word.
+
+    **Scoreboard.** Issue is in order; an instruction waits (and STALL_HAZARD counts) while
+
+    * its unit is busy (one instruction per unit; a MATMUL may issue in the cycle the previous
+      one sends its last read request, and needs a free write-back queue entry);
+    * a shared port it needs is still being used by the other unit (UB read port: MATMUL and
+      READ_UB; ACC read port: ACTIVATE and READ_ACC; UB write port: WRITE_UB and ACTIVATE; the
+      PPU configuration: SET_PPU waits for ACTIVATE);
+    * a row range it reads overlaps one that an instruction in flight still writes (RAW), or a
+      range it writes overlaps one that is still to be read (WAR) or written (WAW). Ranges in
+      flight: the UB rows a MATMUL or READ_UB has still to request, the ACC rows an ACTIVATE or
+      READ_ACC has still to request, the WM rows a LOAD_WEIGHTS has still to request, the UB
+      rows of an ACTIVATE until its last write, and the ACC rows of every MATMUL until its
+      last result has landed. MATMULs' ACC writes among themselves are not a hazard: they land
+      in order through one pipeline, whose accumulate is exact back to back.
+
+    Payload writes need no range of their own: a row is written the cycle after its last byte,
+    long before the next instruction word is complete. READ_COUNTERS and SYNC wait until every
+    unit is idle, so the counters and the STATUS describe all earlier instructions.
+
+    **Weights.** ``pending`` is set when LOAD_WEIGHTS issues and cleared when a MATMUL with
+    SWAP issues, so every row marked ``first`` that reaches the MXU has a tile loaded for it
+    and no LOAD_WEIGHTS has to wait for a swap that will never come: every program completes.
+
+    **Counters** (:class:`~rtl.counters.PerformanceCounters`), each counting clock cycles:
+
+    * CYCLES: every cycle;
+    * MXU_BUSY: the MXU accepts an activation row;
+    * STALL_WEIGHTS: the MXU refuses an activation row (it is marked ``first`` and the tile is
+      not loaded yet; the MXU's output is never held, so that is the only reason);
+    * STALL_HAZARD: a complete instruction word waits in the decoder (unit, port or range busy;
+      SYNC and READ_COUNTERS waiting for idle units; an illegal opcode waiting to send ERROR);
+    * STALL_HOST_IN: the controller could take a byte on ``i`` (a word or payload byte) and the
+      host offers none (this includes the idle time after the end of a program);
+    * STALL_HOST_OUT: a response byte is offered on ``o`` and the host does not take it;
+    * INSTRUCTIONS: an instruction word retires (NOP, failed and illegal ones included, payload
+      words and words skipped in the faulted state excluded; the SYNC that ends it included).
+
+    READ_COUNTERS sends the values as they are at the start of its cycle, so it is not counted
+    itself; with CLEAR every counter reads 0 in the next cycle.
+
+    Parameters
+    ----------
+    geometry : firmware.isa.Geometry
+        Array size and memory depths.
+
+    Members
+    -------
+    i : In(stream.Signature(8))
+        Instruction words and payloads from the host.
+    o : Out(stream.Signature(8))
+        Response packets to the host.
+    ub : Out(memory_signature(RowWrite(..., masked=True), ub_depth, ArrayLayout(unsigned(8), R)))
+        The unified buffer's ports.
+    wm : Out(memory_signature(RowWrite(...), wm_depth, ArrayLayout(unsigned(8), C)))
+        The weight memory's ports.
+    acc : Out(memory_signature(AccumulatorWrite(C, acc_depth), acc_depth, ...))
+        The accumulator memory's ports.
+    mxu : Out(Signature({"w": Out(...), "x": Out(...), "o": In(...)}))
+        The MXU's ports.
+    ppu : Out(Signature({"i": Out(...), "o": In(...), "cfg": Out(PostProcessorConfig(C))}))
+        The PPU's ports.
+    """
+    def __init__(self, geometry):
+        check_geometry(self, geometry)
+        self._geometry = g = geometry
+        ub_row = data.ArrayLayout(unsigned(8), g.rows)
+        wm_row = data.ArrayLayout(unsigned(8), g.cols)
+        acc_row = AccumulatorWrite(g.cols, g.acc_depth)["data"].shape
+        super().__init__({
+            "i":   In(stream.Signature(8)),
+            "o":   Out(stream.Signature(8)),
+            "ub":  Out(memory_signature(RowWrite(ub_row, g.ub_depth, masked=True), g.ub_depth,
+                                        ub_row)),
+            "wm":  Out(memory_signature(RowWrite(wm_row, g.wm_depth), g.wm_depth, wm_row)),
+            "acc": Out(memory_signature(AccumulatorWrite(g.cols, g.acc_depth), g.acc_depth,
+                                        acc_row)),
+            "mxu": Out(wiring.Signature({
+                "w": Out(stream.Signature(WeightRow(g.cols))),
+                "x": Out(stream.Signature(ActivationRow(g.rows))),
+                "o": In(stream.Signature(ResultRow(g.cols))),
+            })),
+            "ppu": Out(wiring.Signature({
+                "i":   Out(stream.Signature(AccumulatorRow(g.cols))),
+                "o":   In(stream.Signature(QuantizedRow(g.cols))),
+                "cfg": Out(PostProcessorConfig(g.cols)),
+            })),
+        })
+
+    @property
+    def geometry(self):
+        return self._geometry
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self._geometry
+        rows, cols = g.rows, g.cols
+
+        m.submodules.receiver = rx = PayloadReceiver(g)
+        m.submodules.sender   = tx = ResponseSender(g)
+        m.submodules.loader   = loader = WeightLoader(g)
+        m.submodules.matmul   = mm = MatmulUnit(g)
+        m.submodules.activate = act = ActivateUnit(g)
+        m.submodules.perf_counters = counters = PerformanceCounters()
+
+        # Fixed connections.
+        connect(m, rx.wm_w, flipped(self.wm.w))
+        connect(m, loader.wm_r_addr, flipped(self.wm.r_addr))
+        connect(m, flipped(self.wm.r_data), loader.wm_r_data)
+        connect(m, loader.w, flipped(self.mxu.w))
+        connect(m, mm.x, flipped(self.mxu.x))
+        connect(m, flipped(self.mxu.o), mm.o)
+        connect(m, mm.acc_w, flipped(self.acc.w))
+        connect(m, act.ppu_i, flipped(self.ppu.i))
+        connect(m, flipped(self.ppu.o), act.ppu_o)
+        connect(m, tx.out, flipped(self.o))
+
+        # Shared ports.
+        _share_read_port(m, "ub_read", self.ub.r_addr, self.ub.r_data,
+                         [(mm.ub_r_addr, mm.ub_r_data), (tx.ub_r_addr, tx.ub_r_data)])
+        _share_read_port(m, "acc_read", self.acc.r_addr, self.acc.r_data,
+                         [(act.acc_r_addr, act.acc_r_data), (tx.acc_r_addr, tx.acc_r_data)])
+        m.d.comb += [
+            self.ub.w.valid.eq(rx.ub_w.valid | act.ub_w.valid),
+            self.ub.w.payload.eq(Mux(rx.ub_w.valid, rx.ub_w.payload, act.ub_w.payload)),
+            rx.ub_w.ready.eq(self.ub.w.ready),
+            act.ub_w.ready.eq(self.ub.w.ready),
+        ]
+
+        # The PPU configuration, as SET_PPU leaves it.
+        ppu_config = Signal(PostProcessorConfig(cols), init={"clamp_max": 127})
+        with m.If(rx.config_write):
+            m.d.sync += ppu_config.eq(rx.config)
+        m.d.comb += self.ppu.cfg.eq(ppu_config)
+
+        # Front end: the word register, or payload bytes for the receiver.
+        word_bits  = Signal(8 * WORD, name="word")
+        word       = data.View(InstructionWord(), word_bits)
+        word_count = Signal(range(WORD + 1), name="word_count")
+        word_full  = Signal()
+        retire     = Signal()
+        to_payload = Signal()               # the retiring word is followed by a payload
+        word_byte  = Signal()               # a byte enters the word register
+        m.d.comb += [
+            word_full.eq(word_count == WORD),
+            # The next word's first byte may enter in the cycle the current word retires, so a
+            # word takes 8 cycles; not when a payload follows (the receiver starts next cycle).
+            self.i.ready.eq(rx.receiving | ~word_full | (retire & ~to_payload)),
+            word_byte.eq(self.i.valid & self.i.ready & ~rx.receiving),
+            rx.i.valid.eq(self.i.valid & rx.receiving),
+            rx.i.payload.eq(self.i.payload),
+        ]
+        with m.If(word_byte):
+            m.d.sync += word_bits.eq(Cat(word_bits[8:], self.i.payload))
+        with m.If(retire):
+            m.d.sync += word_count.eq(word_byte)
+        with m.Elif(word_byte):
+            m.d.sync += word_count.eq(word_count + 1)
+
+        # Decoder state.
+        faulted   = Signal()
+        pending   = Signal()                 # a loaded tile waits for its swap
+        index     = Signal(32, name="index")  # instruction words since the last SYNC
+        err_code  = Signal(8, name="error_code")
+        err_index = Signal(32, name="error_index")
+        ppu_index = Signal(32, name="set_ppu_index")
+
+        op, flags, a, b, n = word.opcode, word.flags, word.a, word.b, word.n
+        is_op = {opcode: Signal(name=f"is_{opcode.name.lower()}") for opcode in Opcode}
+        for opcode, signal in is_op.items():
+            m.d.comb += signal.eq(op == int(opcode))
+        known = Cat(is_op.values()).any()
+        is_sync_word = word_bits == int.from_bytes(SYNC_WORD, "little")
+
+        # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC word.
+        malformed = Signal()
+        with m.Switch(op):
+            for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
+                with m.Case(int(opcode)):
+                    bad = (flags & (~int(allowed) & 0xff)) != 0
+                    for field, used in ((a, uses_a), (b, uses_b), (n, uses_n)):
+                        if not used:
+                            bad = bad | (field != 0)
+                    if uses_n:
+                        bad = bad | (n == 0)
+                    if opcode == Opcode.ACTIVATE:
+                        bad = bad | (flags + cols > rows)
+                    m.d.comb += malformed.eq(bad)
+            with m.Case(int(Opcode.SYNC)):
+                m.d.comb += malformed.eq(~is_sync_word)
+            with m.Default():                       # an illegal opcode: reported as such
+                m.d.comb += malformed.eq(0)
+
+        # ADDRESS: a row range past the end of its memory.
+        a_range = Signal(RowRange())
+        b_range = Signal(RowRange())
+        tile_hi = Signal(ADDR_BITS + 1)
+        m.d.comb += [
+            a_range.lo.eq(a), a_range.hi.eq(a + n),
+            b_range.lo.eq(b), b_range.hi.eq(b + n),
+            tile_hi.eq(a + rows),
+        ]
+        address = Signal()
+        with m.Switch(op):
+            for opcode, checks in {
+                Opcode.WRITE_UB:     [(a_range.hi, g.ub_depth)],
+                Opcode.WRITE_WM:     [(a_range.hi, g.wm_depth)],
+                Opcode.LOAD_WEIGHTS: [(tile_hi, g.wm_depth)],
+                Opcode.MATMUL:       [(a_range.hi, g.ub_depth), (b_range.hi, g.acc_depth)],
+                Opcode.ACTIVATE:     [(a_range.hi, g.acc_depth), (b_range.hi, g.ub_depth)],
+                Opcode.READ_UB:      [(a_range.hi, g.ub_depth)],
+                Opcode.READ_ACC:     [(a_range.hi, g.acc_depth)],
+            }.items():
+                with m.Case(int(opcode)):
+                    m.d.comb += address.eq(Cat(hi > depth for hi, depth in checks).any())
+            with m.Default():                       # no row range
+                m.d.comb += address.eq(0)
+
+        error = Signal(8, name="decode_error")
+        with m.If(~known):
+            m.d.comb += error.eq(int(ErrorCode.ILLEGAL_OPCODE))
+        with m.Elif(malformed):
+            m.d.comb += error.eq(int(ErrorCode.MALFORMED))
+        with m.Elif(address):
+            m.d.comb += error.eq(int(ErrorCode.ADDRESS))
+        with m.Elif(is_op[Opcode.LOAD_WEIGHTS] & pending):
+            m.d.comb += error.eq(int(ErrorCode.WEIGHTS_FULL))
+        with m.Elif(is_op[Opcode.MATMUL] & _flag(flags, Flag.SWAP) & ~pending):
+            m.d.comb += error.eq(int(ErrorCode.NO_WEIGHTS))
+        failed = error != int(ErrorCode.OK)
+
+        # Scoreboard. The candidate's ranges, by memory.
+        ub_range  = Signal(RowRange(), name="candidate_ub")
+        acc_range = Signal(RowRange(), name="candidate_acc")
+        m.d.comb += [
+            ub_range.eq(Mux(is_op[Opcode.ACTIVATE], b_range, a_range)),
+            acc_range.eq(Mux(is_op[Opcode.MATMUL], b_range, a_range)),
+        ]
+        ub_written = Signal()   # overlaps UB rows still to be written
+        ub_read    = Signal()   # overlaps UB rows still to be read
+        acc_written = Signal()  # overlaps ACC rows still to be written (by MATMULs)
+        acc_read   = Signal()   # overlaps ACC rows still to be read
+        wm_read    = Signal()   # overlaps WM rows still to be read
+        m.d.comb += [
+            ub_written.eq(act.busy & overlaps(ub_range, act.write_range)),
+            ub_read.eq((mm.feeding & overlaps(ub_range, mm.read_range)) |
+                       (tx.reading_ub & overlaps(ub_range, tx.read_range))),
+            acc_written.eq(Cat(mm.acc_writes[k].valid & overlaps(acc_range, mm.acc_writes[k].range)
+                               for k in range(MATMUL_QUEUE)).any()),
+            acc_read.eq((act.reading & overlaps(acc_range, act.read_range)) |
+                        (tx.reading_acc & overlaps(acc_range, tx.read_range))),
+            wm_read.eq(loader.reading & overlaps(a_range, loader.read_range)),
+        ]
+        all_idle = Signal()
+        m.d.comb += all_idle.eq(~loader.busy & mm.idle & ~act.busy & ~tx.busy & ~rx.busy)
+
+        can_issue = Signal()
+        with m.Switch(op):
+            for opcode, condition in {
+                Opcode.NOP:           1,
+                Opcode.WRITE_UB:      ~act.busy & ~ub_read,
+                Opcode.WRITE_WM:      ~wm_read,
+                Opcode.SET_PPU:       ~act.busy,
+                Opcode.LOAD_WEIGHTS:  ~loader.busy,
+                Opcode.MATMUL:        ((~mm.feeding | mm.finishing) & ~mm.full & ~tx.reading_ub &
+                                       ~ub_written & ~acc_read),
+                Opcode.ACTIVATE:      ~act.busy & ~tx.reading_acc & ~acc_written & ~ub_read,
+                Opcode.READ_UB:       ~tx.busy & ~mm.feeding & ~ub_written,
+                Opcode.READ_ACC:      ~tx.busy & ~act.reading & ~acc_written,
+                Opcode.READ_COUNTERS: all_idle,
+                Opcode.SYNC:          all_idle,
+            }.items():
+                with m.Case(int(opcode)):
+                    m.d.comb += can_issue.eq(condition)
+            with m.Default():                       # illegal: never issued
+                m.d.comb += can_issue.eq(0)
+
+        # Retire: a failed instruction at once (an illegal one once ERROR can go out), a good
+        # one when it can issue; in the faulted state, any word but SYNC at once.
+        with m.If(faulted):
+            m.d.comb += retire.eq(word_full & (~is_sync_word | all_idle))
+        with m.Else():
+            m.d.comb += retire.eq(word_full & Mux(failed, known | ~tx.busy, can_issue))
+        decoded = retire & ~faulted                 # an instruction, not a skipped word
+        issue   = decoded & ~failed
+        do_sync = retire & is_sync_word             # in either state, the SYNC word is a SYNC
+        illegal = decoded & ~known
+
+        with m.If(do_sync):
+            m.d.sync += [faulted.eq(0), index.eq(0), err_code.eq(0), err_index.eq(0)]
+        with m.Else():
+            with m.If(decoded):
+                m.d.sync += index.eq(index + 1)
+            with m.If(illegal):
+                m.d.sync += faulted.eq(1)
+            with m.If(decoded & failed & (err_code == int(ErrorCode.OK))):
+                m.d.sync += [err_code.eq(error), err_index.eq(index)]
+            with m.Elif(rx.config_error & (err_code == int(ErrorCode.OK))):
+                m.d.sync += [err_code.eq(int(ErrorCode.MALFORMED)), err_index.eq(ppu_index)]
+
+        with m.If(issue & is_op[Opcode.LOAD_WEIGHTS]):
+            m.d.sync += pending.eq(1)
+        with m.If(issue & is_op[Opcode.MATMUL] & _flag(flags, Flag.SWAP)):
+            m.d.sync += pending.eq(0)
+
+        # Payloads: consumed even when the instruction failed.
+        has_payload = is_op[Opcode.WRITE_UB] | is_op[Opcode.WRITE_WM] | is_op[Opcode.SET_PPU]
+        m.d.comb += [
+            to_payload.eq(~faulted & has_payload),
+            rx.start.eq(decoded & has_payload),
+            rx.command.addr.eq(a),
+            rx.command.rows.eq(Mux(is_op[Opcode.SET_PPU], 1, n)),
+            rx.command.discard.eq(failed),
+            rx.command.kind.eq(Mux(is_op[Opcode.WRITE_UB], PayloadKind.UB,
+                                   Mux(is_op[Opcode.WRITE_WM], PayloadKind.WM,
+                                       PayloadKind.PPU))),
+        ]
+        with m.If(decoded & is_op[Opcode.SET_PPU]):
+            m.d.sync += ppu_index.eq(index)
+
+        # Units.
+        m.d.comb += [
+            loader.start.eq(issue & is_op[Opcode.LOAD_WEIGHTS]),
+            loader.command.addr.eq(a),
+            loader.command.signed.eq(_flag(flags, Flag.SIGNED)),
+            mm.start.eq(issue & is_op[Opcode.MATMUL]),
+            mm.command.ub_addr.eq(a),
+            mm.command.acc_addr.eq(b),
+            mm.command.n.eq(n),
+            mm.command.signed.eq(_flag(flags, Flag.SIGNED)),
+            mm.command.accumulate.eq(_flag(flags, Flag.ACCUMULATE)),
+            mm.command.swap.eq(_flag(flags, Flag.SWAP)),
+            act.start.eq(issue & is_op[Opcode.ACTIVATE]),
+            act.command.acc_addr.eq(a),
+            act.command.ub_addr.eq(b),
+            act.command.n.eq(n),
+            act.command.lane.eq(flags),
+        ]
+
+        # Responses.
+        m.d.comb += [
+            tx.start.eq(do_sync | illegal |
+                        (issue & (is_op[Opcode.READ_UB] | is_op[Opcode.READ_ACC] |
+                                  is_op[Opcode.READ_COUNTERS]))),
+            tx.command.addr.eq(a),
+            tx.command.n.eq(n),
+            tx.counters.eq(counters.values),
+        ]
+        with m.If(do_sync):
+            m.d.comb += [tx.command.kind.eq(ResponseKind.STATUS),
+                         tx.command.code.eq(err_code), tx.command.index.eq(err_index)]
+        with m.Elif(~known):
+            m.d.comb += [tx.command.kind.eq(ResponseKind.ERROR),
+                         tx.command.code.eq(int(ErrorCode.ILLEGAL_OPCODE)),
+                         tx.command.index.eq(index)]
+        with m.Elif(is_op[Opcode.READ_UB]):
+            m.d.comb += tx.command.kind.eq(ResponseKind.UB_ROWS)
+        with m.Elif(is_op[Opcode.READ_ACC]):
+            m.d.comb += tx.command.kind.eq(ResponseKind.ACC_ROWS)
+        with m.Else():
+            m.d.comb += tx.command.kind.eq(ResponseKind.COUNTERS)
+
+        # Counters.
+        events = counters.events
+        m.d.comb += [
+            counters.clear.eq(issue & is_op[Opcode.READ_COUNTERS] & _flag(flags, Flag.CLEAR)),
+            events.mxu_busy.eq(self.mxu.x.valid & self.mxu.x.ready),
+            events.stall_weights.eq(self.mxu.x.valid & ~self.mxu.x.ready),
+            events.stall_hazard.eq(word_full & ~retire),
+            events.stall_host_in.eq(self.i.ready & ~self.i.valid),
+            events.stall_host_out.eq(self.o.valid & ~self.o.ready),
+            events.instructions.eq(decoded | do_sync),
+        ]
+        return m

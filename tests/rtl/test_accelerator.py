@@ -1,0 +1,404 @@
+"""The whole accelerator against the ISA model: random programs, tiled products, performance.
+
+Every test streams a program into the simulated :class:`rtl.accelerator.Accelerator` (one
+simulator process feeds the input with random gaps and takes the output with random
+backpressure, see :mod:`sim.accelerator_driver`) and compares every response byte with
+:class:`sim.golden.accelerator.AcceleratorModel`. The model does not count time, so CYCLES and
+the STALL_* counters are masked in READ_COUNTERS packets; MXU_BUSY and INSTRUCTIONS are exact.
+"""
+
+import struct
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment
+
+from firmware.isa import (Counter, ErrorCode, Flag, Geometry, Instruction, Opcode, Response, Tag,
+                          ppu_config_bytes)
+from rtl.accelerator import Accelerator
+from sim.accelerator_driver import run_accelerator
+from sim.golden.accelerator import AcceleratorModel
+from sim.golden.mxu import matmul
+from sim.golden.ppu import requantize
+
+I = Instruction
+#: Counters the model cannot know: they are compared only against plausibility bounds.
+TIMED = (Counter.CYCLES, Counter.STALL_WEIGHTS, Counter.STALL_HAZARD, Counter.STALL_HOST_IN,
+         Counter.STALL_HOST_OUT)
+
+#: Small memories, so that random row ranges overlap often (every hazard gets exercised).
+GEOMETRIES = {
+    "1x1": Geometry(1, 1, ub_depth=8, wm_depth=4, acc_depth=8),
+    "2x3": Geometry(2, 3, ub_depth=12, wm_depth=8, acc_depth=12),
+    "3x2": Geometry(3, 2, ub_depth=10, wm_depth=6, acc_depth=10),
+    "4x4": Geometry(4, 4, ub_depth=16, wm_depth=12, acc_depth=16),
+    "8x8": Geometry(8, 8, ub_depth=24, wm_depth=24, acc_depth=24),
+    # Tall: a tile loads more slowly than the next instruction word arrives.
+    "16x2": Geometry(16, 2, ub_depth=12, wm_depth=40, acc_depth=12),
+}
+
+
+class RecordingModel(AcceleratorModel):
+    """The model, noting which of its response packets answer READ_COUNTERS."""
+    def __init__(self, geometry):
+        super().__init__(geometry)
+        self.counter_packets = []
+        self._sent = 0
+
+    def run(self, program):
+        response = super().run(program)
+        self._sent += len(Response.parse(response))
+        return response
+
+    def _read_counters(self, ins, out):
+        self.counter_packets.append(self._sent + len(out))
+        super()._read_counters(ins, out)
+
+
+def counter_values(packet):
+    return list(struct.unpack(f"<{len(Counter)}Q", packet.payload))
+
+
+def check_against_model(geometry, program, *, idle=0.0, stall=0.0, seed=0):
+    """Run ``program`` on the device and the model; assert the same packets; return both.
+
+    Returns ``(packets, model, cycles)``, the device's packets parsed.
+    """
+    model = RecordingModel(geometry)
+    expected = model.run(program)
+    assert not model.incomplete
+    output, cycles = run_accelerator(program, geometry, response_length=len(expected),
+                                     idle=idle, stall=stall, seed=seed)
+    got = Response.parse(output)
+    want = Response.parse(expected)
+    assert len(got) == len(want), f"{len(got)} packets instead of {len(want)}"
+    for number, (packet, reference) in enumerate(zip(got, want)):
+        if number in model.counter_packets:
+            values, reference_values = counter_values(packet), counter_values(reference)
+            elapsed = values[Counter.CYCLES]
+            assert elapsed <= cycles
+            for counter in TIMED:
+                assert values[counter] <= elapsed, (counter, values)
+                values[counter] = reference_values[counter] = 0
+            assert values == reference_values, f"counters of packet {number}"
+        else:
+            assert packet == reference, f"packet {number}"
+    # Reserved header bytes are zero: the packets re-encode to exactly the bytes sent.
+    assert b"".join(packet.encode() for packet in got) == output
+    return got, model, cycles
+
+
+# Random programs ------------------------------------------------------------------------------
+
+def _range(rng, depth, most):
+    n = int(rng.integers(1, min(depth, most) + 1))
+    return int(rng.integers(0, depth - n + 1)), n
+
+
+def _random_bytes(rng, count):
+    return rng.integers(0, 256, count, dtype=np.uint8).tobytes()
+
+
+def random_ppu_config(rng, cols):
+    return ppu_config_bytes(rng.integers(-2**31, 2**31, cols), int(rng.integers(2**30, 2**31)),
+                            int(rng.integers(0, 32)), int(rng.integers(-128, 128)),
+                            int(rng.integers(0, 3)), int(rng.integers(-128, 128)))
+
+
+def random_error(rng, g, pending):
+    """An instruction that fails (or, for an illegal opcode, a burst that ends in SYNC)."""
+    R, C = g.rows, g.cols
+    choices = [
+        lambda: [I(Opcode.MATMUL, flags=8, a=0, b=0, n=1)],                     # MALFORMED
+        lambda: [I(Opcode.READ_UB, a=0, n=0)],                                  # n == 0
+        lambda: [I(Opcode.READ_ACC, a=g.acc_depth - 1, n=2)],                   # ADDRESS
+        lambda: [I(Opcode.WRITE_UB, a=g.ub_depth, n=2, payload=_random_bytes(rng, 2 * R))],
+        lambda: [I(Opcode.SET_PPU, payload=ppu_config_bytes([0] * C, 1, 32, 0, 0, 0))],
+        lambda: [I(Opcode.SET_PPU, payload=ppu_config_bytes([0] * C, 1, 3, 0, 3, 0))],
+        lambda: [I(Opcode.LOAD_WEIGHTS, a=g.wm_depth - R + 1)],                 # ADDRESS
+        lambda: [I(Opcode.NOP, b=5)],
+        lambda: [I(Opcode.SYNC, a=1)],                                          # bad SYNC
+        lambda: [I(Opcode.WRITE_WM, flags=1, a=0, n=2, payload=_random_bytes(rng, 2 * C))],
+        lambda: [I(Opcode.ACTIVATE, flags=R - C + 1, a=0, b=0, n=1)],           # lane
+        lambda: [I(Opcode.MATMUL, flags=Flag.SWAP, a=0, b=0, n=1)] if not pending else
+                [I(Opcode.LOAD_WEIGHTS, a=0)],                    # NO_WEIGHTS / WEIGHTS_FULL
+        lambda: [I(0x13 + int(rng.integers(0, 4))),                             # illegal
+                 *[I(int(rng.integers(0, 0x40)), int(rng.integers(0, 256)), n=4)
+                   for _ in range(int(rng.integers(0, 3)))],
+                 I.sync()],
+    ]
+    return choices[int(rng.integers(len(choices)))]()
+
+
+def random_program(rng, g, count, *, errors=0.0, most=6):
+    """``count`` random instructions for ``g`` (and a final SYNC), as the byte stream.
+
+    Row ranges are short and memories small, so instructions in flight overlap often. The
+    weight-tile state is tracked so that LOAD_WEIGHTS and SWAP are mostly valid; with
+    probability ``errors`` an instruction is replaced by a failing one.
+    """
+    R, C = g.rows, g.cols
+    kinds = ["write_ub", "write_wm", "set_ppu", "load", "matmul", "activate", "read_ub",
+             "read_acc", "counters", "sync", "nop"]
+    weights = np.array([3, 2, 1, 2, 4, 2, 2, 2, 1, 1, 0.5])
+    out = []
+    pending = False
+    for _ in range(count):
+        if rng.random() < errors:
+            burst = random_error(rng, g, pending)
+            out += burst
+            continue
+        kind = rng.choice(kinds, p=weights / weights.sum())
+        if kind == "write_ub":
+            a, n = _range(rng, g.ub_depth, most)
+            out.append(I(Opcode.WRITE_UB, a=a, n=n, payload=_random_bytes(rng, n * R)))
+        elif kind == "write_wm":
+            a, n = _range(rng, g.wm_depth, most + R)
+            out.append(I(Opcode.WRITE_WM, a=a, n=n, payload=_random_bytes(rng, n * C)))
+        elif kind == "set_ppu":
+            out.append(I(Opcode.SET_PPU, payload=random_ppu_config(rng, C)))
+        elif kind == "load" and not pending:
+            a = int(rng.integers(0, g.wm_depth - R + 1))
+            out.append(I(Opcode.LOAD_WEIGHTS, flags=int(rng.integers(0, 2)), a=a))
+            pending = True
+        elif kind == "matmul":
+            a, n = _range(rng, g.ub_depth, most)
+            b = int(rng.integers(0, g.acc_depth - n + 1))
+            swap = pending and rng.random() < 0.7
+            pending = pending and not swap
+            flags = int(rng.integers(0, 4)) | (Flag.SWAP if swap else 0)
+            out.append(I(Opcode.MATMUL, flags=flags, a=a, b=b, n=n))
+        elif kind == "activate" and C <= R:
+            a, n = _range(rng, g.acc_depth, most)
+            b = int(rng.integers(0, g.ub_depth - n + 1))
+            out.append(I(Opcode.ACTIVATE, flags=int(rng.integers(0, R - C + 1)), a=a, b=b, n=n))
+        elif kind == "read_ub":
+            a, n = _range(rng, g.ub_depth, most)
+            out.append(I(Opcode.READ_UB, a=a, n=n))
+        elif kind == "read_acc":
+            a, n = _range(rng, g.acc_depth, most)
+            out.append(I(Opcode.READ_ACC, a=a, n=n))
+        elif kind == "counters":
+            out.append(I(Opcode.READ_COUNTERS, flags=int(rng.integers(0, 2))))
+        elif kind == "sync":
+            out.append(I.sync())
+        elif kind == "nop":
+            out.append(I(Opcode.NOP))
+    out.append(I.sync())
+    return b"".join(instruction.encode() for instruction in out)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("name", ["1x1", "2x3", "3x2", "4x4"])
+def test_random_programs(name, seed):
+    # Valid programs in random order, no NOP padding: the device must resolve every hazard.
+    # Seeds vary the host: 0 ideal, 1 gaps on the input, 2 backpressure on the output.
+    g = GEOMETRIES[name]
+    rng = np.random.default_rng([seed, g.rows, g.cols])
+    program = random_program(rng, g, 40)
+    check_against_model(g, program, idle=[0, 0.4, 0.1][seed], stall=[0, 0, 0.6][seed],
+                        seed=seed)
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("name", ["1x1", "2x3", "3x2", "4x4"])
+def test_random_programs_with_errors(name, seed):
+    # One instruction in six fails, with every error code, and illegal opcodes fault the
+    # decoder until a SYNC: the device's packets and error indices must match the model's.
+    g = GEOMETRIES[name]
+    rng = np.random.default_rng([seed, g.rows, g.cols, 7])
+    program = random_program(rng, g, 40, errors=1 / 6)
+    packets, _, _ = check_against_model(g, program, idle=0.2 * seed, stall=0.3 * seed,
+                                        seed=seed)
+    assert any(packet.tag == Tag.STATUS and packet.code != ErrorCode.OK for packet in packets)
+
+
+@pytest.mark.parametrize("seed, name", [(0, "8x8"), (1, "8x8"), (2, "16x2")])
+def test_random_programs_large(name, seed):
+    g = GEOMETRIES[name]
+    rng = np.random.default_rng([seed, g.rows, g.cols])
+    program = random_program(rng, g, 24, errors=0.1 * seed, most=10)
+    check_against_model(g, program, idle=0.2 * seed, stall=0.3 * seed, seed=seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3, 40))
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+def test_random_programs_exhaustive(name, seed):
+    g = GEOMETRIES[name]
+    rng = np.random.default_rng([seed, g.rows, g.cols, 99])
+    program = random_program(rng, g, 60, errors=0.1 * (seed % 3))
+    check_against_model(g, program, idle=0.15 * (seed % 4), stall=0.2 * (seed % 5), seed=seed)
+
+
+# Tiled matrix products ------------------------------------------------------------------------
+
+def tiled_layer(a, b, g, config):
+    """A program for one layer: ``requantize(a @ b)`` through the device, and its result.
+
+    ``a`` (M x K, int8) goes into the UB as K/R column blocks of M rows; ``b`` (K x N, int8)
+    into the WM as R x C tiles. For every N tile, every K tile's MATMUL adds into the same
+    accumulator rows (the first overwrites), with the next tile's LOAD_WEIGHTS issued while
+    the current MATMUL streams. ACTIVATE writes the outputs into fresh UB rows, C bytes per
+    N tile at lane 0, and READ_UB / READ_ACC read them back.
+    """
+    R, C = g.rows, g.cols
+    m_, k_ = a.shape
+    n_ = b.shape[1]
+    kt, nt = -(-k_ // R), -(-n_ // C)
+    a_pad = np.zeros((m_, kt * R), np.int8)
+    a_pad[:, :k_] = a
+    b_pad = np.zeros((kt * R, nt * C), np.int8)
+    b_pad[:k_, :n_] = b
+    ub_out = kt * m_
+    program = [I(Opcode.SET_PPU, payload=config)]
+    for k in range(kt):
+        program.append(I(Opcode.WRITE_UB, a=k * m_, n=m_, payload=a_pad[:, k * R:(k + 1) * R]
+                         .tobytes()))
+    order = [(j, k) for j in range(nt) for k in range(kt)]
+    for t, (j, k) in enumerate(order):
+        program.append(I(Opcode.WRITE_WM, a=t * R, n=R,
+                         payload=b_pad[k * R:(k + 1) * R, j * C:(j + 1) * C].tobytes()))
+    program.append(I(Opcode.LOAD_WEIGHTS, flags=Flag.SIGNED, a=0))
+    for t, (j, k) in enumerate(order):
+        flags = Flag.SIGNED | Flag.SWAP | (Flag.ACCUMULATE if k else 0)
+        program.append(I(Opcode.MATMUL, flags=flags, a=k * m_, b=j * m_, n=m_))
+        if t + 1 < len(order):
+            program.append(I(Opcode.LOAD_WEIGHTS, flags=Flag.SIGNED, a=(t + 1) * R))
+    for j in range(nt):
+        program.append(I(Opcode.ACTIVATE, a=j * m_, b=ub_out + j * m_, n=m_))
+    program += [I(Opcode.READ_ACC, a=0, n=nt * m_), I(Opcode.READ_UB, a=ub_out, n=nt * m_),
+                I(Opcode.READ_COUNTERS), I.sync()]
+    depths = dict(ub=ub_out + nt * m_, wm=len(order) * R, acc=nt * m_)
+    return b"".join(instruction.encode() for instruction in program), depths
+
+
+@pytest.mark.parametrize("rows, cols, m, k, n", [
+    (1, 1, 3, 2, 2),
+    (2, 3, 5, 5, 7),
+    (4, 4, 9, 8, 6),
+    (3, 2, 4, 7, 5),
+    (8, 8, 6, 12, 10),
+])
+def test_tiled_layer(rows, cols, m, k, n):
+    rng = np.random.default_rng([rows, cols, m, k, n])
+    a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    b = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    bias = rng.integers(-5000, 5000, cols)
+    config = ppu_config_bytes(bias, 1 << 30, 6, -3, 1, 0)
+    probe = Geometry(rows, cols)
+    program, depths = tiled_layer(a, b, probe, config)
+    g = Geometry(rows, cols, ub_depth=depths["ub"], wm_depth=max(depths["wm"], rows),
+                 acc_depth=depths["acc"])
+    packets, _, _ = check_against_model(g, program, stall=0.2, seed=rows)
+
+    # Independently of the model: the accumulators hold the product, tile by tile, and the
+    # UB the requantized layer output.
+    nt = -(-n // cols)
+    product = matmul(a, b)
+    acc = np.frombuffer(packets[0].payload, "<i4").reshape(nt, m, cols)
+    acc = np.concatenate(list(acc), axis=1)[:, :n]
+    assert np.array_equal(acc, product)
+    counters = counter_values(packets[2])
+    assert counters[Counter.MXU_BUSY] == m * nt * -(-k // rows)
+    if cols > rows:
+        # C bytes do not fit in a UB row: every ACTIVATE is MALFORMED, the first one reported.
+        kt = -(-k // rows)
+        first = 1 + kt + 3 * kt * nt        # SET_PPU, WRITE_UBs, WRITE_WMs, LOADs, MATMULs
+        assert packets[3] == Response(Tag.STATUS, ErrorCode.MALFORMED, first)
+        return
+    out = np.frombuffer(packets[1].payload, np.int8).reshape(nt, m, rows)[:, :, :cols]
+    out = np.concatenate(list(out), axis=1)[:, :n]
+    bias_full = np.tile(bias, nt)[:n]
+    assert np.array_equal(out, requantize(product, bias_full, 1 << 30, 6, -3, 1, 0))
+    assert packets[3] == Response(Tag.STATUS, ErrorCode.OK, 0)
+
+
+# Performance ----------------------------------------------------------------------------------
+
+def utilization_program(m, k, n, seed=1):
+    """An 8 x 8 tiled product with every operand on chip, bracketed by counter reads."""
+    R = C = 8
+    kt, nt = k // R, n // C
+    g = Geometry(R, C, ub_depth=m * kt, wm_depth=kt * nt * R, acc_depth=m * nt)
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    b = rng.integers(-128, 128, (k, n), dtype=np.int8)
+    program = [I(Opcode.WRITE_UB, a=t * m, n=m, payload=a[:, t * R:(t + 1) * R].tobytes())
+               for t in range(kt)]
+    order = [(j, t) for j in range(nt) for t in range(kt)]
+    program += [I(Opcode.WRITE_WM, a=i * R, n=R,
+                  payload=b[t * R:(t + 1) * R, j * C:(j + 1) * C].tobytes())
+                for i, (j, t) in enumerate(order)]
+    # The first tile is loaded before the measurement starts, as between two layers.
+    program += [I(Opcode.LOAD_WEIGHTS, flags=Flag.SIGNED, a=0),
+                I(Opcode.READ_COUNTERS, flags=Flag.CLEAR)]
+    for i, (j, t) in enumerate(order):
+        flags = Flag.SIGNED | Flag.SWAP | (Flag.ACCUMULATE if t else 0)
+        program.append(I(Opcode.MATMUL, flags=flags, a=t * m, b=j * m, n=m))
+        if i + 1 < len(order):
+            program.append(I(Opcode.LOAD_WEIGHTS, flags=Flag.SIGNED, a=(i + 1) * R))
+    program += [I.sync(), I(Opcode.READ_COUNTERS), I(Opcode.READ_ACC, a=m - 2, n=4)]
+    return g, b"".join(instruction.encode() for instruction in program), len(order)
+
+
+@pytest.mark.parametrize("m, k, n", [(64, 16, 32)])
+def test_utilization_8x8(m, k, n):
+    # M >= 2R + C - 1 rows per tile: the next tile loads while the current one streams, and
+    # MATMULs follow each other without a bubble. CYCLES counts from the CLEAR (decoded just
+    # before the first MATMUL) to the READ_COUNTERS after the SYNC.
+    g, program, tiles = utilization_program(m, k, n)
+    packets, _, _ = check_against_model(g, program)
+    counters = counter_values(packets[2])
+    busy, cycles = counters[Counter.MXU_BUSY], counters[Counter.CYCLES]
+    assert busy == tiles * m
+    assert counters[Counter.STALL_WEIGHTS] == 0
+    utilization = busy / cycles
+    print(f"8x8 utilization: {busy} / {cycles} = {utilization:.3f}")
+    assert utilization >= 0.9
+    # The only overhead is the start (word fetch, UB read) and the drain (MXU latency, write-
+    # back, SYNC, the STATUS and the next word): about 40 cycles, whatever the tile count.
+    assert cycles - busy <= 2 * (g.rows + g.cols) + 10
+
+
+@pytest.mark.slow
+def test_utilization_8x8_shortest_tiles():
+    # M = 2R + C - 1 exactly: still no bubble between tiles.
+    g, program, tiles = utilization_program(23, 32, 32)
+    packets, _, _ = check_against_model(g, program)
+    counters = counter_values(packets[2])
+    assert counters[Counter.MXU_BUSY] == tiles * 23
+    assert counters[Counter.CYCLES] - counters[Counter.MXU_BUSY] <= 2 * (8 + 8) + 10
+
+
+# The component itself ------------------------------------------------------------------------
+
+def test_ports_are_only_byte_streams():
+    dut = Accelerator(Geometry(2, 3, 8, 4, 8))
+    assert set(dict(dut.signature.members)) == {"i", "o"}
+    assert len(dut.i.payload) == 8 and len(dut.o.payload) == 8
+    assert dut.geometry == Geometry(2, 3, 8, 4, 8)
+    Fragment.get(dut, None)
+
+
+@pytest.mark.parametrize("geometry", [(8, 8), None, "8x8"])
+def test_bad_geometry(geometry):
+    with pytest.raises(TypeError, match="geometry must be a firmware.isa.Geometry"):
+        Accelerator(geometry)
+
+
+def test_quiet_end_without_response_length():
+    # The driver can also stop on its own once a program ending in SYNC has answered.
+    g = GEOMETRIES["2x3"]
+    program = I(Opcode.READ_UB, a=0, n=2).encode() + I.sync().encode()
+    output, cycles = run_accelerator(program, g, quiet=40)
+    assert output == AcceleratorModel(g).run(program)
+    assert 0 < cycles < 100
+
+
+def test_hang_fails_quickly():
+    # A program whose answer never comes (the host expects more bytes than it will get) must
+    # end in a TimeoutError that says how far the device got.
+    g = GEOMETRIES["1x1"]
+    with pytest.raises(TimeoutError, match="took 8 of 8 program bytes, sent 8 of 9"):
+        run_accelerator(I.sync().encode(), g, response_length=9, max_cycles=300)

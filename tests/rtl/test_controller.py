@@ -1,0 +1,555 @@
+"""The controller: its host-link units and counters on their own, then the decoder, the error
+codes, the faulted state, the scoreboard and the counters through the whole accelerator."""
+
+import random
+import struct
+
+import numpy as np
+import pytest
+from amaranth.hdl import Fragment
+
+from firmware.isa import (SYNC_WORD, Counter, ErrorCode, Flag, Geometry, Instruction, Opcode,
+                          Response, Tag, ppu_config_bytes, unpack_ppu_config)
+from rtl.controller import MATMUL_QUEUE, Controller
+from rtl.counters import PerformanceCounters
+from rtl.host_link import (PayloadKind, PayloadReceiver, ResponseKind, ResponseSender)
+from sim.accelerator_driver import run_accelerator
+from sim.golden.accelerator import AcceleratorModel
+from sim.stream import stream_get_n, stream_put_all
+from sim.testbench import simulate
+
+I = Instruction
+G23 = Geometry(2, 3, ub_depth=12, wm_depth=8, acc_depth=12)
+G44 = Geometry(4, 4, ub_depth=64, wm_depth=16, acc_depth=64)
+
+
+def encode(*instructions):
+    return b"".join(instruction.encode() for instruction in instructions)
+
+
+def run(program, geometry, **options):
+    """The device's packets for ``program``, after checking they equal the model's (apart
+    from the timed counters, which are returned as the device sent them)."""
+    if not isinstance(program, bytes):
+        program = encode(*program)
+    expected = AcceleratorModel(geometry).run(program)
+    output, _ = run_accelerator(program, geometry, response_length=len(expected), **options)
+    got, want = Response.parse(output), Response.parse(expected)
+    assert b"".join(packet.encode() for packet in got) == output
+    assert len(got) == len(want)
+    for packet, reference in zip(got, want):
+        if packet.tag == Tag.DATA and len(packet.payload) == 8 * len(Counter) and \
+                packet.payload != reference.payload:
+            values = counters(packet)
+            reference_values = counters(reference)
+            for counter in (Counter.MXU_BUSY, Counter.INSTRUCTIONS):
+                assert values[counter] == reference_values[counter], counter
+        else:
+            assert packet == reference
+    return got
+
+
+def counters(packet):
+    return dict(zip(Counter, struct.unpack(f"<{len(Counter)}Q", packet.payload)))
+
+
+# Payload receiver -----------------------------------------------------------------------------
+
+def receive(geometry, kind, addr, rows, discard, payload, *, idle=0.0):
+    """Feed ``payload`` (padded) to a PayloadReceiver; return its writes and config pulses."""
+    dut = PayloadReceiver(geometry)
+    padded = payload + bytes(-len(payload) % 8)
+    events = []
+
+    async def testbench(ctx):
+        ctx.set(dut.command, {"kind": kind, "addr": addr, "rows": rows, "discard": discard})
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        await stream_put_all(ctx, dut.i, list(padded), idle=idle, rng=random.Random(1))
+        assert not ctx.get(dut.receiving)
+        await ctx.tick().repeat(3)
+
+    async def monitor(ctx):
+        async for _, _, ub_valid, ub, wm_valid, wm, write, error, config, busy, receiving \
+                in ctx.tick().sample(dut.ub_w.valid, dut.ub_w.payload, dut.wm_w.valid,
+                                     dut.wm_w.payload, dut.config_write, dut.config_error,
+                                     dut.config, dut.busy, dut.receiving):
+            if ub_valid:
+                events.append(("ub", ub.addr, bytes(list(ub.data)), ub.mask))
+            if wm_valid:
+                events.append(("wm", wm.addr, bytes(list(wm.data))))
+            if write or error:
+                events.append(("config", bool(write), config))
+            assert busy or not receiving
+
+    simulate(dut, [testbench], [monitor], deadline=1e-6 * (20 * len(padded) + 100))
+    return events
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (2, 3), (3, 5), (8, 8)])
+@pytest.mark.parametrize("kind", [PayloadKind.UB, PayloadKind.WM])
+def test_receiver_rows(rows, cols, kind):
+    # n rows of R (UB) or C (WM) bytes, then padding to the next word: every row written once,
+    # at consecutive addresses, and the padding consumed.
+    g = Geometry(rows, cols, 32, 32, 32)
+    width = rows if kind == PayloadKind.UB else cols
+    rng = np.random.default_rng(rows * 10 + cols)
+    count = 5
+    payload = rng.integers(0, 256, count * width, dtype=np.uint8).tobytes()
+    events = receive(g, kind, 7, count, 0, payload, idle=0.3)
+    name = "ub" if kind == PayloadKind.UB else "wm"
+    rows_written = [(event[1], event[2]) for event in events if event[0] == name]
+    assert rows_written == [(7 + r, payload[r * width:(r + 1) * width]) for r in range(count)]
+    assert len(events) == count
+    if kind == PayloadKind.UB:
+        assert all(event[3] == (1 << rows) - 1 for event in events)
+
+
+def test_receiver_discards():
+    events = receive(G23, PayloadKind.UB, 0, 3, 1, bytes(range(6)))
+    assert events == []
+
+
+@pytest.mark.parametrize("shift, activation, ok", [(0, 0, True), (31, 2, True), (32, 0, False),
+                                                   (5, 3, False), (255, 255, False)])
+def test_receiver_config(shift, activation, ok):
+    cols = 3
+    payload = ppu_config_bytes([-1, 2**31 - 1, -2**31], -12345, shift, -7, activation, 99)
+    events = receive(Geometry(4, cols), PayloadKind.PPU, 0, 1, 0, payload)
+    assert len(events) == 1
+    kind, written, config = events[0]
+    assert kind == "config" and written == ok
+    if ok:
+        fields = unpack_ppu_config(payload, cols)
+        assert [int(v) for v in config.bias] == fields["bias"]
+        assert int(config.multiplier) == fields["multiplier"]
+        assert int(config.shift) == shift
+        assert int(config.zero_point) == -7
+        assert config.activation.value == activation
+        assert int(config.clamp_max) == 99
+
+
+# Response sender ------------------------------------------------------------------------------
+
+def send(geometry, commands, ub_rows, acc_rows, *, stall=0.0):
+    """Send ``commands`` through a ResponseSender that reads from row lists; return bytes."""
+    dut = ResponseSender(geometry)
+    total = 0
+    for command, _ in commands:
+        kind = command["kind"]
+        total += 8 + {ResponseKind.COUNTERS: 56,
+                      ResponseKind.UB_ROWS: command.get("n", 0) * geometry.rows,
+                      ResponseKind.ACC_ROWS: command.get("n", 0) * 4 * geometry.cols}.get(kind, 0)
+    received = []
+
+    async def commander(ctx):
+        for command, values in commands:
+            while ctx.get(dut.busy):
+                await ctx.tick()
+            ctx.set(dut.command, {"code": 0, "index": 0, "addr": 0, "n": 0, **command})
+            ctx.set(dut.counters, values or [0] * len(Counter))
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            ctx.set(dut.counters, [0] * len(Counter))   # sampled with start only
+
+    def memory(request, response, rows):
+        # A read port with a one-row response register (requests wait while it is full).
+        async def serve(ctx):
+            pending = None
+            ctx.set(request.ready, 1)
+            async for _, _, valid, ready, payload, taken in ctx.tick().sample(
+                    request.valid, request.ready, request.payload, response.ready):
+                if pending is not None and taken:
+                    pending = None
+                elif pending is None and valid and ready:
+                    pending = {"data": rows[payload.addr], "last": payload.last}
+                    ctx.set(response.payload, pending)
+                ctx.set(response.valid, pending is not None)
+                ctx.set(request.ready, pending is None)
+        return serve
+
+    async def host(ctx):
+        received.extend(await stream_get_n(ctx, dut.out, total, stall=stall,
+                                           rng=random.Random(5)))
+
+    simulate(dut, [commander, host],
+             [memory(dut.ub_r_addr, dut.ub_r_data, ub_rows),
+              memory(dut.acc_r_addr, dut.acc_r_data, acc_rows)],
+             deadline=1e-6 * (20 * total + 200))
+    return bytes(received)
+
+
+@pytest.mark.parametrize("stall", [0.0, 0.6])
+@pytest.mark.parametrize("rows, cols", [(1, 1), (3, 2), (8, 8), (2, 17)])
+def test_sender_packets(rows, cols, stall):
+    g = Geometry(rows, cols, 16, 16, 16)
+    rng = np.random.default_rng(rows + cols)
+    ub_rows = [list(rng.integers(0, 256, rows)) for _ in range(16)]
+    acc_rows = [list(rng.integers(-2**31, 2**31, cols)) for _ in range(16)]
+    values = [int(v) for v in rng.integers(0, 2**63, len(Counter))]
+    commands = [
+        ({"kind": ResponseKind.STATUS, "code": 3, "index": 0xdeadbeef}, None),
+        ({"kind": ResponseKind.UB_ROWS, "addr": 2, "n": 5}, None),
+        ({"kind": ResponseKind.ACC_ROWS, "addr": 9, "n": 3}, None),
+        ({"kind": ResponseKind.COUNTERS}, values),
+        ({"kind": ResponseKind.ERROR, "code": 1, "index": 7}, None),
+        ({"kind": ResponseKind.UB_ROWS, "addr": 15, "n": 1}, None),
+    ]
+    expected = b"".join(packet.encode() for packet in [
+        Response(Tag.STATUS, 3, 0xdeadbeef),
+        Response(Tag.DATA, payload=bytes(b for row in ub_rows[2:7] for b in row)),
+        Response(Tag.DATA, payload=np.array(acc_rows[9:12], "<i4").tobytes()),
+        Response(Tag.DATA, payload=struct.pack("<7Q", *values)),
+        Response(Tag.ERROR, 1, 7),
+        Response(Tag.DATA, payload=bytes(ub_rows[15])),
+    ])
+    assert send(g, commands, ub_rows, acc_rows, stall=stall) == expected
+
+
+# Counters -------------------------------------------------------------------------------------
+
+def test_performance_counters():
+    dut = PerformanceCounters()
+    names = [counter.name.lower() for counter in Counter if counter != Counter.CYCLES]
+    rng = random.Random(3)
+    pattern = [{name: rng.random() < 0.5 for name in names} for _ in range(40)]
+
+    async def testbench(ctx):
+        expected = [0] * len(Counter)
+        for cycle, events in enumerate(pattern):
+            clear = cycle == 25
+            ctx.set(dut.events, events)
+            ctx.set(dut.clear, clear)
+            assert [int(v) for v in ctx.get(dut.values)] == expected
+            await ctx.tick()
+            if clear:
+                expected = [0] * len(Counter)
+            else:
+                expected[Counter.CYCLES] += 1
+                for name in names:
+                    expected[Counter[name.upper()]] += events[name]
+
+    simulate(dut, [testbench])
+
+
+# Decoder: every error code ---------------------------------------------------------------------
+
+def status(code, index):
+    return Response(Tag.STATUS, code, index)
+
+
+M, A, NW, WF = ErrorCode.MALFORMED, ErrorCode.ADDRESS, ErrorCode.NO_WEIGHTS, \
+    ErrorCode.WEIGHTS_FULL
+PPU_OK = ppu_config_bytes([1, 2, 3], 1 << 30, 1, 0, 0, 0)
+
+ERROR_CASES = {
+    # name: (instructions before the failing one, the failing one, expected code)
+    "nop_flags":          ([], I(Opcode.NOP, flags=1), M),
+    "nop_n":              ([I(Opcode.NOP)], I(Opcode.NOP, n=1), M),
+    "write_ub_n0":        ([], I(Opcode.WRITE_UB, a=0, n=0), M),
+    "write_ub_b":         ([], I(Opcode.WRITE_UB, b=1, n=2, payload=bytes(4)), M),
+    "write_ub_range":     ([], I(Opcode.WRITE_UB, a=11, n=2, payload=bytes(4)), A),
+    "write_wm_flags":     ([], I(Opcode.WRITE_WM, flags=2, n=1, payload=bytes(3)), M),
+    "write_wm_range":     ([], I(Opcode.WRITE_WM, a=8, n=1, payload=bytes(3)), A),
+    "set_ppu_field":      ([], I(Opcode.SET_PPU, a=1, payload=PPU_OK), M),
+    "set_ppu_shift":      ([], I(Opcode.SET_PPU, payload=ppu_config_bytes([0] * 3, 1, 32, 0,
+                                                                          0, 0)), M),
+    "set_ppu_activation": ([], I(Opcode.SET_PPU, payload=ppu_config_bytes([0] * 3, 1, 0, 0,
+                                                                               3, 0)), M),
+    "load_flags":         ([], I(Opcode.LOAD_WEIGHTS, flags=2), M),
+    "load_n":             ([], I(Opcode.LOAD_WEIGHTS, n=2), M),
+    "load_range":         ([], I(Opcode.LOAD_WEIGHTS, a=7), A),
+    "weights_full":       ([I(Opcode.LOAD_WEIGHTS)], I(Opcode.LOAD_WEIGHTS, a=2), WF),
+    "full_after_range":   ([I(Opcode.LOAD_WEIGHTS)], I(Opcode.LOAD_WEIGHTS, a=7), A),
+    "no_weights":         ([], I(Opcode.MATMUL, flags=Flag.SWAP, n=1), NW),
+    "no_weights_twice":   ([I(Opcode.LOAD_WEIGHTS), I(Opcode.MATMUL, flags=Flag.SWAP, n=1)],
+                           I(Opcode.MATMUL, flags=Flag.SWAP, n=1), NW),
+    "matmul_flags":       ([], I(Opcode.MATMUL, flags=8, n=1), M),
+    "matmul_n0_swap":     ([], I(Opcode.MATMUL, flags=Flag.SWAP, n=0), M),
+    "matmul_ub_range":    ([], I(Opcode.MATMUL, a=12, n=1), A),
+    "matmul_acc_range":   ([], I(Opcode.MATMUL, b=10, n=3), A),
+    "range_before_swap":  ([], I(Opcode.MATMUL, flags=Flag.SWAP, b=12, n=1), A),
+    "activate_lane":      ([], I(Opcode.ACTIVATE, n=1), M),         # C = 3 > R = 2
+    "read_ub_range":      ([], I(Opcode.READ_UB, a=0, n=13), A),
+    "read_ub_b":          ([], I(Opcode.READ_UB, b=1, n=1), M),
+    "read_acc_range":     ([], I(Opcode.READ_ACC, a=0xffff, n=1), A),
+    "read_acc_n0":        ([], I(Opcode.READ_ACC, a=0, n=0), M),
+    "counters_flags":     ([], I(Opcode.READ_COUNTERS, flags=2), M),
+    "counters_a":         ([], I(Opcode.READ_COUNTERS, a=1), M),
+    "sync_flags":         ([], I(Opcode.SYNC, 1, *struct.unpack("<HHH", SYNC_WORD[2:])), M),
+    "sync_magic":         ([I(Opcode.NOP)], I(Opcode.SYNC, 0, 1, 2, 3), M),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_error_codes(case):
+    # The failing instruction sends nothing and changes nothing; the next SYNC reports its
+    # code and index, the one after reports OK; a payload is consumed even when it fails, so
+    # the READ_UB after it is decoded as an instruction.
+    before, failing, code = ERROR_CASES[case]
+    program = [I(Opcode.WRITE_UB, a=0, n=1, payload=b"\x05\x06"), *before, failing,
+               I(Opcode.NOP, b=1),                  # a second error is not reported
+               I(Opcode.READ_UB, a=0, n=1), I.sync(), I.sync()]
+    packets = run(program, G23)
+    assert packets == [Response(Tag.DATA, payload=b"\x05\x06"),
+                       status(code, 1 + len(before)), status(ErrorCode.OK, 0)]
+
+
+def test_error_codes_cover_every_code():
+    codes = {code for _, _, code in ERROR_CASES.values()}
+    assert codes | {ErrorCode.OK, ErrorCode.ILLEGAL_OPCODE} == set(ErrorCode)
+
+
+def test_set_ppu_error_keeps_config():
+    # A SET_PPU with a bad shift leaves the previous configuration in place.
+    g = Geometry(4, 2, 8, 8, 8)
+    good = ppu_config_bytes([100, -100], 1 << 30, 0, 1, 0, 0)
+    bad = ppu_config_bytes([0, 0], 1 << 30, 40, 0, 0, 0)
+    program = [I(Opcode.SET_PPU, payload=good), I(Opcode.SET_PPU, payload=bad),
+               I(Opcode.ACTIVATE, flags=1, a=0, b=0, n=2), I(Opcode.READ_UB, a=0, n=2),
+               I.sync()]
+    packets = run(program, g)
+    assert packets[0].payload == bytes([0, 51, 0xcf, 0] * 2)    # 100/2 + 1, -100/2 + 1
+    assert packets[1] == status(ErrorCode.MALFORMED, 1)
+
+
+# Decoder: illegal opcodes and the faulted state -------------------------------------------------
+
+def test_illegal_opcode_and_resync():
+    # ERROR goes out at once (after the earlier READ_UB's data); every word up to the SYNC
+    # word is skipped, even ones that look like instructions, payloads or near-SYNCs; the SYNC
+    # reports the first error since the last SYNC (an earlier MALFORMED wins); then the
+    # device runs normally.
+    sync = I.sync()
+    program = encode(
+        I(Opcode.WRITE_UB, a=3, n=1, payload=b"\x01\x02"),
+        I(Opcode.READ_UB, a=3, n=1),
+        I(Opcode.NOP),
+        I(0xA7, 1, 2, 3, 4),                                # illegal: index 3
+        I(Opcode.READ_UB, a=3, n=1),                        # skipped
+        I(Opcode.WRITE_UB, a=0, n=1),                       # skipped: its "payload" is a word
+        I(Opcode.SYNC, 1, *struct.unpack("<HHH", SYNC_WORD[2:])),   # not the SYNC word
+        sync,
+        I(Opcode.NOP, flags=4),                             # MALFORMED, index 0
+        I(0x40),                                            # illegal, index 1
+        I(Opcode.READ_COUNTERS),                            # skipped
+        sync,
+        I(Opcode.READ_UB, a=3, n=1),
+        I(Opcode.READ_COUNTERS),
+        sync,
+    )
+    packets = run(program, G23)
+    assert packets[:5] == [
+        Response(Tag.DATA, payload=b"\x01\x02"),
+        Response(Tag.ERROR, ErrorCode.ILLEGAL_OPCODE, 3),
+        status(ErrorCode.ILLEGAL_OPCODE, 3),
+        Response(Tag.ERROR, ErrorCode.ILLEGAL_OPCODE, 1),
+        status(ErrorCode.MALFORMED, 0),
+    ]
+    assert packets[5] == Response(Tag.DATA, payload=b"\x01\x02")
+    # Instruction words: 4 + SYNC, 2 + SYNC, READ_UB: 9 before the READ_COUNTERS.
+    assert counters(packets[6])[Counter.INSTRUCTIONS] == 9
+    assert packets[7] == status(ErrorCode.OK, 0)
+
+
+def test_error_waits_for_earlier_responses():
+    # The ERROR packet of an illegal opcode comes after the data of every earlier READ, even
+    # while the host is slow to take it.
+    program = encode(I(Opcode.READ_ACC, a=0, n=12), I(0xFF), I.sync())
+    packets = run(program, G23, stall=0.7)
+    assert [packet.tag for packet in packets] == [Tag.DATA, Tag.ERROR, Tag.STATUS]
+
+
+# Scoreboard -------------------------------------------------------------------------------------
+
+def timed(program, geometry, **options):
+    """Run ``program`` between a READ_COUNTERS CLEAR and a READ_COUNTERS after a SYNC; return
+    the packets in between and the counters."""
+    program = [I(Opcode.READ_COUNTERS, flags=Flag.CLEAR), *program, I.sync(),
+               I(Opcode.READ_COUNTERS)]
+    packets = run(program, geometry, **options)
+    assert packets[-2] == status(ErrorCode.OK, 0)
+    return packets[1:-2], counters(packets[-1])
+
+
+def setup_data(geometry, rng, ub_rows=16, wm_rows=None):
+    R, C = geometry.rows, geometry.cols
+    wm_rows = wm_rows or geometry.wm_depth
+    return [I(Opcode.WRITE_UB, a=0, n=ub_rows, payload=rng.integers(0, 256, ub_rows * R,
+                                                                    dtype=np.uint8).tobytes()),
+            I(Opcode.WRITE_WM, a=0, n=wm_rows, payload=rng.integers(0, 256, wm_rows * C,
+                                                                    dtype=np.uint8).tobytes()),
+            I(Opcode.SET_PPU, payload=ppu_config_bytes([7] * C, 1 << 30, 3, 2, 0, 0)),
+            I.sync()]
+
+
+HAZARDS = {
+    # name: (the program after the set-up, whether its last instruction must wait)
+    "raw_acc_read_acc":   ([I(Opcode.LOAD_WEIGHTS), I(Opcode.MATMUL, flags=5, a=0, b=4, n=8),
+                            I(Opcode.READ_ACC, a=11, n=2)], True),
+    "raw_acc_activate":   ([I(Opcode.LOAD_WEIGHTS), I(Opcode.MATMUL, flags=5, a=0, b=4, n=8),
+                            I(Opcode.ACTIVATE, a=10, b=40, n=4)], True),
+    "raw_ub_matmul":      ([I(Opcode.ACTIVATE, a=0, b=20, n=12),
+                            I(Opcode.MATMUL, a=31, b=0, n=1)], True),
+    "raw_ub_read":        ([I(Opcode.ACTIVATE, a=0, b=20, n=12),
+                            I(Opcode.READ_UB, a=30, n=3)], True),
+    "war_ub_activate":    ([I(Opcode.MATMUL, a=0, b=0, n=30),
+                            I(Opcode.ACTIVATE, a=40, b=20, n=4)], True),
+    "war_ub_write":       ([I(Opcode.MATMUL, a=0, b=0, n=30),
+                            I(Opcode.WRITE_UB, a=25, n=1, payload=bytes(4))], True),
+    "war_acc_matmul":     ([I(Opcode.READ_ACC, a=0, n=16),
+                            I(Opcode.MATMUL, flags=2, a=0, b=15, n=2)], True),
+    "waw_ub_write":       ([I(Opcode.ACTIVATE, a=0, b=20, n=12),
+                            I(Opcode.WRITE_UB, a=20, n=1, payload=bytes(4))], True),
+    "read_acc_disjoint":  ([I(Opcode.LOAD_WEIGHTS), I(Opcode.MATMUL, flags=5, a=0, b=4, n=8),
+                            I(Opcode.READ_ACC, a=20, n=2)], False),
+    "activate_disjoint":  ([I(Opcode.MATMUL, a=0, b=0, n=30),
+                            I(Opcode.ACTIVATE, a=40, b=50, n=4)], False),
+    "write_ub_disjoint":  ([I(Opcode.MATMUL, a=0, b=0, n=30),
+                            I(Opcode.WRITE_UB, a=30, n=1, payload=bytes(4))], False),
+    "read_ub_during_act": ([I(Opcode.ACTIVATE, a=0, b=20, n=12),
+                            I(Opcode.READ_UB, a=32, n=3)], False),
+    "load_during_matmul": ([I(Opcode.LOAD_WEIGHTS), I(Opcode.MATMUL, flags=4, a=0, b=0, n=30),
+                            I(Opcode.LOAD_WEIGHTS, a=4)], False),
+    "matmul_waw_acc":     ([I(Opcode.MATMUL, a=0, b=0, n=3), I(Opcode.NOP), I(Opcode.NOP),
+                            I(Opcode.MATMUL, flags=2, a=5, b=0, n=3)], False),
+}
+
+
+@pytest.mark.parametrize("case", list(HAZARDS))
+def test_hazards(case):
+    # Instructions back to back with no NOP padding: the results equal the model's, and the
+    # last one is held (the byte after its word is taken late) exactly when it conflicts with
+    # one still in flight.
+    body, conflict = HAZARDS[case]
+    rng = np.random.default_rng(len(case))
+    setup = setup_data(G44, rng, 48)
+    program = encode(*setup, *body, I.sync())
+    taken = []
+    packets = run(program, G44, input_cycles=taken)
+    assert packets[-1] == status(ErrorCode.OK, 0)
+    last = len(encode(*setup, *body[:-1])) + 7            # the last byte of its word
+    # Without a wait, the word retires in the cycle after its last byte, and the next byte
+    # is taken in that same cycle (in the next one if it is a payload byte).
+    payload = body[-1].opcode in (Opcode.WRITE_UB, Opcode.WRITE_WM, Opcode.SET_PPU)
+    waited = taken[last + 1] - taken[last] - (2 if payload else 1)
+    assert (waited > 0) == conflict, waited
+
+
+def test_weight_memory_hazards():
+    # On a tall array a LOAD_WEIGHTS takes longer than the next word to arrive: a WRITE_WM over
+    # rows it has not read yet waits (WAR), one over other rows does not; a LOAD_WEIGHTS right
+    # after a WRITE_WM reads the new rows (RAW). The results equal the model's.
+    g = Geometry(16, 2, ub_depth=8, wm_depth=48, acc_depth=8)
+    rng = np.random.default_rng(3)
+    row = bytes([0x81, 0x7f])
+    setup = setup_data(g, rng, 8)
+
+    def wait_before_payload(body):
+        taken = []
+        packets = run(encode(*setup, *body, I(Opcode.MATMUL, flags=Flag.SWAP, n=8),
+                             I(Opcode.READ_ACC, n=8), I.sync()), g, input_cycles=taken)
+        assert packets[-1] == status(ErrorCode.OK, 0)
+        last = len(encode(*setup, *body[:-1])) + 7
+        return taken[last + 1] - taken[last] - 2
+
+    assert wait_before_payload([I(Opcode.LOAD_WEIGHTS, a=0),
+                                I(Opcode.WRITE_WM, a=15, n=1, payload=row)]) > 0
+    assert wait_before_payload([I(Opcode.LOAD_WEIGHTS, a=0),
+                                I(Opcode.WRITE_WM, a=16, n=1, payload=row)]) == 0
+    run([*setup, I(Opcode.WRITE_WM, a=20, n=16, payload=bytes(range(32))),
+         I(Opcode.LOAD_WEIGHTS, flags=Flag.SIGNED, a=20),
+         I(Opcode.MATMUL, flags=Flag.SWAP, n=8), I(Opcode.READ_ACC, n=8), I.sync()], g)
+
+
+def test_stall_weights():
+    # A tall array loads a tile more slowly than the next word arrives: the first row of the
+    # MATMUL that swaps it in waits in the MXU, and STALL_WEIGHTS counts it.
+    g = Geometry(16, 2, ub_depth=4, wm_depth=16, acc_depth=4)
+    rng = np.random.default_rng(6)
+    packets, values = timed(setup_data(g, rng, 4) + [
+        I(Opcode.LOAD_WEIGHTS, flags=1), I(Opcode.MATMUL, flags=7, a=0, b=0, n=4),
+        I(Opcode.READ_ACC, a=0, n=4)], g)
+    assert values[Counter.STALL_WEIGHTS] > 0
+    assert values[Counter.MXU_BUSY] == 4
+
+
+def test_matmul_queue_fills():
+    # More short MATMULs than the write-back queue holds, back to back, each followed by a read
+    # of the rows it writes: the queue stalls issue but nothing is lost.
+    rng = np.random.default_rng(11)
+    program = setup_data(G44, rng, 16) + [I(Opcode.LOAD_WEIGHTS, flags=1),
+                                          I(Opcode.MATMUL, flags=7, a=0, b=0, n=1)]
+    for k in range(3 * MATMUL_QUEUE):
+        program.append(I(Opcode.MATMUL, flags=3, a=k % 16, b=(5 * k) % 60, n=1 + k % 3))
+    program += [I(Opcode.READ_ACC, a=0, n=64), I.sync()]
+    run(program, G44, stall=0.3, seed=2)
+
+
+def test_weights_overlap_computation():
+    # Two tiles of 2R + C - 1 rows, the second LOAD_WEIGHTS issued while the first MATMUL
+    # streams: the MXU never waits for weights, and the second MATMUL follows the first
+    # without a bubble.
+    g = Geometry(8, 4, ub_depth=40, wm_depth=16, acc_depth=40)
+    rng = np.random.default_rng(4)
+    m = 2 * 8 + 4 - 1
+    program = setup_data(g, rng, 2 * m, 16) + [
+        I(Opcode.LOAD_WEIGHTS, flags=1, a=0), I(Opcode.READ_COUNTERS, flags=Flag.CLEAR),
+        I(Opcode.MATMUL, flags=5, a=0, b=0, n=m), I(Opcode.LOAD_WEIGHTS, flags=1, a=8),
+        # Accumulates onto rows the first one is still writing: no hazard between MATMULs.
+        I(Opcode.MATMUL, flags=7, a=m, b=m // 2, n=m), I.sync(), I(Opcode.READ_COUNTERS),
+        I(Opcode.READ_ACC, a=0, n=2 * m)]
+    packets = run(program, g)
+    values = counters(packets[3])
+    assert values[Counter.MXU_BUSY] == 2 * m
+    assert values[Counter.STALL_WEIGHTS] == 0
+    # Start (word, read) + 2m rows + drain (MXU latency, write-back, SYNC, STATUS, next word).
+    assert values[Counter.CYCLES] <= 2 * m + 12 + (8 + 4 + 1) + 20
+
+
+# Counters ---------------------------------------------------------------------------------------
+
+def test_counters_count():
+    g = Geometry(4, 4, ub_depth=32, wm_depth=8, acc_depth=32)
+    rng = np.random.default_rng(5)
+    program = setup_data(g, rng, 8, 8) + [
+        I(Opcode.READ_COUNTERS, flags=Flag.CLEAR),
+        I(Opcode.LOAD_WEIGHTS),
+        I(Opcode.MATMUL, flags=Flag.SWAP, a=0, b=0, n=8),
+        I(Opcode.READ_ACC, a=0, n=8),                           # waits for the results
+        I(Opcode.NOP), I(Opcode.NOP, n=1),                      # counted, even when failing
+        I(Opcode.READ_COUNTERS),
+        I(Opcode.READ_COUNTERS, flags=Flag.CLEAR),
+        I(Opcode.READ_COUNTERS),
+    ]
+    packets = run(program, g, idle=0.3, stall=0.5, seed=3)
+    first, second, third = (counters(packet) for packet in packets[3:6])
+    assert first[Counter.INSTRUCTIONS] == 5 and first[Counter.MXU_BUSY] == 8
+    assert first[Counter.STALL_HAZARD] > 0
+    assert first[Counter.STALL_HOST_IN] > 0                     # the gaps on the input
+    assert first[Counter.STALL_HOST_OUT] > 0                    # the slow host
+    assert second[Counter.INSTRUCTIONS] == 6
+    assert second[Counter.CYCLES] > first[Counter.CYCLES]
+    # After a CLEAR: only the cycles since it (the next word, and waiting for the host to
+    # take the second packet).
+    assert third[Counter.INSTRUCTIONS] == 0 and third[Counter.MXU_BUSY] == 0
+    assert 8 <= third[Counter.CYCLES] < second[Counter.CYCLES]
+
+
+# The component ----------------------------------------------------------------------------------
+
+def test_controller_interface():
+    dut = Controller(G23)
+    assert dut.geometry == G23
+    members = dict(dut.signature.members)
+    assert set(members) == {"i", "o", "ub", "wm", "acc", "mxu", "ppu"}
+    assert len(dut.ub.w.payload.mask) == 2
+    Fragment.get(dut, None)
+
+
+@pytest.mark.parametrize("unit", [Controller, PayloadReceiver, ResponseSender])
+def test_bad_geometry(unit):
+    with pytest.raises(TypeError, match="geometry must be a firmware.isa.Geometry"):
+        unit((2, 3))
