@@ -19,27 +19,107 @@ def _positive(text):
     return value
 
 
-def _demo(args):
-    from sim.golden.mxu import matmul
-    from sim.mxu_driver import mxu_matmul
+def _backend_name(name):
+    from firmware.backends import BACKENDS
 
-    rng = np.random.default_rng(args.seed)
-    a = rng.integers(-128, 128, size=(args.m, args.k), dtype=np.int8)
-    b = rng.integers(-128, 128, size=(args.k, args.n), dtype=np.int8)
-    print(f"puce demo: int8 ({args.m} x {args.k}) @ ({args.k} x {args.n}) on a simulated "
-          f"{args.rows} x {args.cols} MXU (Amaranth simulator, seed {args.seed})")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})")
+    return name
+
+
+def _demo(args):
+    from tqdm import tqdm
+
+    from firmware.demo import run_layers, train_digits
+    from firmware.runtime import Device
+
+    backend = _backend_name(args.backend)
+    geometry = _geometry(args)
     start = time.perf_counter()
-    c, cycles = mxu_matmul(a, b, rows=args.rows, cols=args.cols)
-    elapsed = time.perf_counter() - start
-    expected = matmul(a, b)
-    mismatches = int(np.count_nonzero(c != expected))
-    macs = args.m * args.k * args.n
-    print(f"  cycles            {cycles}")
-    print(f"  MACs              {macs} ({macs / (args.rows * args.cols * cycles):.1%} of "
-          f"{args.rows * args.cols} MACs/cycle)")
-    print(f"  simulated         {cycles / elapsed:,.0f} cycles/s ({elapsed:.2f} s wall)")
-    print(f"  check vs numpy    {'bit-exact' if mismatches == 0 else f'{mismatches} MISMATCHES'}")
-    return 0 if mismatches == 0 else 1
+    model = train_digits()
+    x, y = model.x_test, model.y_test
+    if args.limit is not None:
+        x, y = x[:args.limit], y[:args.limit]
+    golden = model.golden_logits(x)
+    sizes = [model.layers[0].weights.shape[0]] + [l.weights.shape[1] for l in model.layers]
+    print(f"puce demo: {'-'.join(map(str, sizes))} MLP on the 8 x 8 digits, trained and "
+          f"quantized to int8 in {time.perf_counter() - start:.1f} s; {len(x)} test images "
+          f"through a {geometry.rows} x {geometry.cols} accelerator ({backend} backend)", flush=True)
+    with Device(backend, geometry) as device:
+        total = len(x) * len(model.layers)
+        with tqdm(total=total, unit="row", desc="accelerator", disable=args.quiet,
+                  file=sys.stderr, leave=False) as bar:
+            done = [0] * len(model.layers)
+
+            def progress(layer, rows):
+                bar.update(rows - done[layer])
+                done[layer] = rows
+
+            logits, stats = run_layers(device, model.layers, x, batch=args.batch,
+                                       progress=progress)
+    mismatches = int(np.count_nonzero(logits != golden))
+    accuracy = float(np.mean(logits.argmax(axis=1) == y))
+    golden_accuracy = float(np.mean(golden.argmax(axis=1) == y))
+    print(f"  float accuracy          {model.float_accuracy:.2%}")
+    print(f"  int8 golden accuracy    {golden_accuracy:.2%}")
+    print(f"  accelerator accuracy    {accuracy:.2%}")
+    print(f"  logits vs golden        "
+          f"{'bit-exact' if mismatches == 0 else f'{mismatches} MISMATCHES'} "
+          f"({logits.size} int8 logits)")
+    print(f"  MACs                    {stats['macs']:,} in {stats['programs']} programs")
+    if stats["cycles"]:
+        peak = geometry.rows * geometry.cols * stats["cycles"]
+        print(f"  cycles                  {stats['cycles']:,}")
+        print(f"  utilization             {stats['macs'] / peak:.1%} end to end, host "
+              f"transfers included (MXU busy {stats['mxu_busy_cycles'] / stats['cycles']:.1%})")
+    print(f"  wall time               {time.perf_counter() - start:.1f} s")
+    return 0 if mismatches == 0 and accuracy == golden_accuracy else 1
+
+
+def _load_matrix(path, name):
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"{name}: no such file {path}") from None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{name}: {path} is not a numpy .npy file ({error})") from None
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{name}: {path} holds several arrays; save one with numpy.save")
+    return array
+
+
+def _matmul(args):
+    import json
+
+    from firmware.runtime import Device
+
+    backend = _backend_name(args.backend)
+    geometry = _geometry(args)
+    a = _load_matrix(args.a, "A")
+    b = _load_matrix(args.b, "B")
+    with Device(backend, geometry) as device:
+        c = device.matmul(a, b)
+        stats = dict(device.last_stats)
+    try:
+        np.save(args.output, c)
+    except OSError as error:
+        print(f"puce matmul: error: cannot write {args.output}: {error.strerror}",
+              file=sys.stderr)
+        return 1
+    if args.stats:
+        stats.pop("counters", None)
+        try:
+            with open(args.stats, "w", encoding="utf-8") as file:
+                json.dump(stats, file, indent=2)
+                file.write("\n")
+        except OSError as error:
+            print(f"puce matmul: error: cannot write {args.stats}: {error.strerror}",
+                  file=sys.stderr)
+            return 1
+    utilization = f", utilization {stats['utilization']:.1%}" if stats["utilization"] else ""
+    print(f"puce matmul: {a.shape[0]} x {a.shape[1]} @ {b.shape[0]} x {b.shape[1]} -> "
+          f"{args.output} ({stats['cycles'] or 'untimed'} cycles{utilization})", file=sys.stderr)
+    return 0
 
 
 def _integer(option, text):
@@ -144,14 +224,32 @@ def _parser():
     parser = argparse.ArgumentParser(prog="puce", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="run a random matmul on the simulated core")
-    demo.add_argument("--rows", type=_positive, default=8, help="array rows R (default 8)")
-    demo.add_argument("--cols", type=_positive, default=8, help="array columns C (default 8)")
-    demo.add_argument("-m", type=_positive, default=48, help="rows of A (default 48)")
-    demo.add_argument("-k", type=_positive, default=40, help="columns of A (default 40)")
-    demo.add_argument("-n", type=_positive, default=24, help="columns of B (default 24)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo = commands.add_parser(
+        "demo", help="train, quantize and run a digits MLP on the accelerator")
+    demo.add_argument("--backend", default="verilator",
+                      help="amaranth, verilator or model (default verilator)")
+    demo.add_argument("--rows", default="8", metavar="R", help="array rows R (default 8)")
+    demo.add_argument("--cols", default="8", metavar="C", help="array columns C (default 8)")
+    demo.add_argument("--limit", type=_positive, metavar="N",
+                      help="run only the first N test images (the Amaranth backend is slow)")
+    demo.add_argument("--batch", type=_positive, default=64, metavar="N",
+                      help="images per program (default 64)")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
+
+    matmul = commands.add_parser("matmul", help="multiply two int8 .npy matrices on the "
+                                                "accelerator")
+    matmul.add_argument("a", metavar="A.npy", help="int8 or uint8 M x K matrix")
+    matmul.add_argument("b", metavar="B.npy", help="int8 or uint8 K x N matrix")
+    matmul.add_argument("-o", "--output", required=True, metavar="C.npy",
+                        help="where to write the int32 M x N product")
+    matmul.add_argument("--rows", default="8", metavar="R", help="array rows R (default 8)")
+    matmul.add_argument("--cols", default="8", metavar="C", help="array columns C (default 8)")
+    matmul.add_argument("--backend", default="verilator",
+                        help="amaranth, verilator or model (default verilator)")
+    matmul.add_argument("--stats", metavar="FILE.json",
+                        help="write cycles, MACs, utilization, ... as JSON")
+    matmul.set_defaults(run=_matmul)
 
     # Sizes and top are checked by the handler, so that a bad value is one clear line (and exit
     # status 2) rather than argparse's usage dump.

@@ -1,10 +1,12 @@
 """The ``puce`` command line, run in-process through ``firmware.cli.main``."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from firmware.cli import main
@@ -81,8 +83,59 @@ def test_verilog_as_a_process():
     assert result.stderr.count("\n") == 1
 
 
-def test_demo_small(capsys):
-    assert main(["demo", "-m", "4", "-k", "5", "-n", "3", "--rows", "2", "--cols", "2"]) == 0
+@pytest.mark.parametrize("argv", [
+    ["demo", "--backend", "model", "-q"],
+    ["demo", "--backend", "verilator", "--limit", "100", "-q"],
+], ids=["model", "verilator"])
+def test_demo_digits(argv, capsys):
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "check vs numpy    bit-exact" in out
-    assert "2 x 2 MXU" in out
+    assert "logits vs golden        bit-exact" in out
+    accuracy = {line.split("accuracy")[0].strip(): float(line.split()[-1].rstrip("%"))
+                for line in out.splitlines() if "accuracy" in line}
+    assert accuracy["accelerator"] == accuracy["int8 golden"]
+    assert accuracy["float"] > 90 and accuracy["int8 golden"] > 90
+    if "verilator" in argv:
+        assert "utilization" in out
+
+
+@pytest.mark.parametrize("backend", ["model", "verilator"])
+def test_matmul_command(backend, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    a = rng.integers(-128, 128, (13, 21), dtype=np.int8)
+    b = rng.integers(0, 256, (21, 6), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    argv = ["matmul", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "-o",
+            str(tmp_path / "c.npy"), "--backend", backend, "--stats", str(tmp_path / "s.json"),
+            "--rows", "4", "--cols", "4"]
+    assert main(argv) == 0
+    c = np.load(tmp_path / "c.npy")
+    assert c.dtype == np.int32
+    assert np.array_equal(c, a.astype(np.int64) @ b.astype(np.int64))
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["backend"] == backend and stats["rows"] == 4 and stats["cols"] == 4
+    assert stats["macs"] == 13 * 21 * 6
+    if backend == "verilator":
+        assert stats["cycles"] > 0
+        assert stats["utilization"] == pytest.approx(stats["macs"] / (16 * stats["cycles"]))
+        assert 0 < stats["mxu_busy_cycles"] < stats["cycles"]
+
+
+@pytest.mark.parametrize("a, b, extra, message", [
+    (np.ones((2, 3), np.int8), np.ones((2, 3), np.int8), [], "shapes do not match"),
+    (np.ones((2, 2), np.float32), np.ones((2, 2), np.int8), [], "A must have dtype int8"),
+    (np.ones((2, 2), np.int8), np.ones((2, 2), np.int8), ["--backend", "fpga"],
+     "unknown backend 'fpga'"),
+    (None, np.ones((2, 2), np.int8), [], "A: no such file"),
+])
+def test_matmul_bad_input(a, b, extra, message, tmp_path, capsys):
+    if a is not None:
+        np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    argv = ["matmul", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "-o",
+            str(tmp_path / "c.npy"), "--backend", "model", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
