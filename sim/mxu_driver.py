@@ -8,22 +8,12 @@ It stands in for the controller until the accelerator has one.
 
 import numpy as np
 
+from firmware.compiler import check_operands
 from rtl.mxu import MatrixUnit
 from .stream import stream_get_n, stream_put_all
 from .testbench import simulate
 
 __all__ = ["mxu_matmul"]
-
-
-def _check_operand(name, array):
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, not {type(array).__name__}")
-    if array.dtype not in (np.int8, np.uint8):
-        raise ValueError(f"{name} must be int8 or uint8, not {array.dtype}")
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D matrix, not {array.ndim}-D")
-    if 0 in array.shape:
-        raise ValueError(f"{name} must not be empty, but has shape {array.shape}")
 
 
 def mxu_matmul(a, b, *, rows=8, cols=8):
@@ -32,11 +22,7 @@ def mxu_matmul(a, b, *, rows=8, cols=8):
     ``a`` (M x K) and ``b`` (K x N) are int8 or uint8 numpy arrays; ``cycles`` counts clock
     cycles from the first weight row to the last result row.
     """
-    _check_operand("a", a)
-    _check_operand("b", b)
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"a is {a.shape[0]} x {a.shape[1]} but b is {b.shape[0]} x "
-                         f"{b.shape[1]}: a's columns must equal b's rows")
+    check_operands(a, b)
     m_, k_ = a.shape
     n_ = b.shape[1]
     a_signed = a.dtype == np.int8

@@ -22,9 +22,10 @@ def test_tiled_product(m, k, n, rows, cols):
 
 
 @pytest.mark.parametrize("a, b, error, message", [
-    ([[1]], np.ones((1, 1), np.int8), TypeError, "a must be a numpy array, not list"),
-    (np.ones((1, 1), np.int16), np.ones((1, 1), np.int8), ValueError, "a must be int8 or uint8"),
-    (np.ones(3, np.int8), np.ones((3, 1), np.int8), ValueError, "a must be a 2-D matrix"),
+    ([[1]], np.ones((1, 1), np.int8), ValueError, "A must be a numpy array, not list"),
+    (np.ones((1, 1), np.int16), np.ones((1, 1), np.int8), ValueError,
+     "A must have dtype int8 or uint8"),
+    (np.ones(3, np.int8), np.ones((3, 1), np.int8), ValueError, "A must be a 2-D matrix"),
     (np.ones((2, 3), np.int8), np.ones((2, 3), np.int8), ValueError, "columns must equal"),
     (np.ones((0, 3), np.int8), np.ones((3, 3), np.int8), ValueError, "must not be empty"),
 ])
