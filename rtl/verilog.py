@@ -18,7 +18,7 @@ from typing import Callable
 from amaranth.back import verilog as _verilog
 
 __all__ = ["Top", "TOPS", "emit_verilog", "top_component", "top_verilog", "mxu_verilog",
-           "ppu_verilog"]
+           "ppu_verilog", "accelerator_verilog"]
 
 # A path of two or more components after a separator: /work/..., /home/x/..., /tmp/...
 _ABSOLUTE_PATH = re.compile(r"(?:^|[\s\"'(=,:;])(/(?:[\w.+-]+/)+[\w.+-]*)", re.MULTILINE)
@@ -108,3 +108,12 @@ def mxu_verilog(rows=8, cols=8):
 def ppu_verilog(cols=8):
     """Verilog for a C-wide :class:`rtl.ppu.PostProcessor`, top module ``puce_ppu``."""
     return top_verilog("ppu", rows=1, cols=cols)
+
+
+def accelerator_verilog(geometry=None):
+    """Verilog for an :class:`rtl.accelerator.Accelerator` of any ``firmware.isa.Geometry``
+    (memory depths included), top module ``puce_accelerator``; the default geometry if None."""
+    from firmware.isa import Geometry
+    from .accelerator import Accelerator
+    return emit_verilog(Accelerator(Geometry() if geometry is None else geometry),
+                        TOPS["accelerator"].module)
