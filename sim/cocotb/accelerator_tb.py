@@ -34,6 +34,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, SimTimeoutError, with_timeout
 from firmware.compiler import compile_matmul
 from firmware.isa import (ErrorCode, Flag, Geometry, Instruction, Opcode, Response, Tag,
                           ppu_config_bytes)
+from sim import programs
 from sim.golden.accelerator import AcceleratorModel
 
 I = Instruction
@@ -54,69 +55,10 @@ SEED = int(os.environ.get("PUCE_SEED", "1"))
 
 # Programs ------------------------------------------------------------------------------------
 
-def _range(rng, depth, most):
-    n = int(rng.integers(1, min(depth, most) + 1))
-    return int(rng.integers(0, depth - n + 1)), n
-
-
-def _random_bytes(rng, count):
-    return rng.integers(0, 256, count, dtype=np.uint8).tobytes()
-
-
-def random_ppu_config(rng, cols):
-    return ppu_config_bytes(rng.integers(-2**31, 2**31, cols), int(rng.integers(2**30, 2**31)),
-                            int(rng.integers(0, 32)), int(rng.integers(-128, 128)),
-                            int(rng.integers(0, 3)), int(rng.integers(-128, 128)))
-
-
 def random_instructions(rng, g, count, *, most=4):
-    """``count`` random valid instructions for ``g`` (no READ_COUNTERS: its timed counters
-    would need masking), the weight-tile state tracked so LOAD_WEIGHTS and SWAP stay valid.
-
-    Memories are small and ranges short, so instructions in flight overlap (hazards).
-    Returns ``(instructions, pending)``: whether a loaded tile still waits for its swap.
-    """
-    R, C = g.rows, g.cols
-    kinds = ["write_ub", "write_wm", "set_ppu", "load", "matmul", "activate", "read_ub",
-             "read_acc", "sync", "nop"]
-    weights = np.array([3, 2, 1, 2, 4, 2, 2, 2, 1, 0.5])
-    out, pending = [], False
-    for _ in range(count):
-        kind = rng.choice(kinds, p=weights / weights.sum())
-        if kind == "write_ub":
-            a, n = _range(rng, g.ub_depth, most)
-            out.append(I(Opcode.WRITE_UB, a=a, n=n, payload=_random_bytes(rng, n * R)))
-        elif kind == "write_wm":
-            a, n = _range(rng, g.wm_depth, most + R)
-            out.append(I(Opcode.WRITE_WM, a=a, n=n, payload=_random_bytes(rng, n * C)))
-        elif kind == "set_ppu":
-            out.append(I(Opcode.SET_PPU, payload=random_ppu_config(rng, C)))
-        elif kind == "load" and not pending:
-            a = int(rng.integers(0, g.wm_depth - R + 1))
-            out.append(I(Opcode.LOAD_WEIGHTS, flags=int(rng.integers(0, 2)), a=a))
-            pending = True
-        elif kind == "matmul":
-            a, n = _range(rng, g.ub_depth, most)
-            b = int(rng.integers(0, g.acc_depth - n + 1))
-            swap = pending and rng.random() < 0.7
-            pending = pending and not swap
-            flags = int(rng.integers(0, 4)) | (Flag.SWAP if swap else 0)
-            out.append(I(Opcode.MATMUL, flags=flags, a=a, b=b, n=n))
-        elif kind == "activate" and C <= R:
-            a, n = _range(rng, g.acc_depth, most)
-            b = int(rng.integers(0, g.ub_depth - n + 1))
-            out.append(I(Opcode.ACTIVATE, flags=int(rng.integers(0, R - C + 1)), a=a, b=b, n=n))
-        elif kind == "read_ub":
-            a, n = _range(rng, g.ub_depth, most)
-            out.append(I(Opcode.READ_UB, a=a, n=n))
-        elif kind == "read_acc":
-            a, n = _range(rng, g.acc_depth, most)
-            out.append(I(Opcode.READ_ACC, a=a, n=n))
-        elif kind == "sync":
-            out.append(I.sync())
-        elif kind == "nop":
-            out.append(I(Opcode.NOP))
-    return out, pending
+    """Random valid instructions without READ_COUNTERS (its timed counters would need
+    masking); ``(instructions, pending)`` as :func:`sim.programs.random_instructions`."""
+    return programs.random_instructions(rng, g, count, most=most, counters=False)
 
 
 def clearing_prologue(g):
@@ -320,7 +262,7 @@ async def errors_and_resync(dut):
     after, _ = random_instructions(rng, g, 6)
     program = before + [
         I(Opcode.READ_ACC, a=g.acc_depth - 1, n=2),                     # ADDRESS
-        I(Opcode.WRITE_UB, a=0, n=1, payload=_random_bytes(rng, g.rows)),
+        I(Opcode.WRITE_UB, a=0, n=1, payload=programs.random_bytes(rng, g.rows)),
         I.sync(),                                                       # STATUS ADDRESS
         I(Opcode.READ_UB, a=0, n=1),
         I(0x13),                                                        # ILLEGAL_OPCODE

@@ -20,6 +20,7 @@ from sim.accelerator_driver import run_accelerator
 from sim.golden.accelerator import AcceleratorModel
 from sim.golden.mxu import matmul
 from sim.golden.ppu import requantize
+from sim.programs import random_bytes, random_instructions
 
 I = Instruction
 #: Counters the model cannot know: they are compared only against plausibility bounds.
@@ -90,21 +91,6 @@ def check_against_model(geometry, program, *, idle=0.0, stall=0.0, seed=0):
 
 # Random programs ------------------------------------------------------------------------------
 
-def _range(rng, depth, most):
-    n = int(rng.integers(1, min(depth, most) + 1))
-    return int(rng.integers(0, depth - n + 1)), n
-
-
-def _random_bytes(rng, count):
-    return rng.integers(0, 256, count, dtype=np.uint8).tobytes()
-
-
-def random_ppu_config(rng, cols):
-    return ppu_config_bytes(rng.integers(-2**31, 2**31, cols), int(rng.integers(2**30, 2**31)),
-                            int(rng.integers(0, 32)), int(rng.integers(-128, 128)),
-                            int(rng.integers(0, 3)), int(rng.integers(-128, 128)))
-
-
 def random_error(rng, g, pending):
     """An instruction that fails (or, for an illegal opcode, a burst that ends in SYNC)."""
     R, C = g.rows, g.cols
@@ -112,13 +98,13 @@ def random_error(rng, g, pending):
         lambda: [I(Opcode.MATMUL, flags=8, a=0, b=0, n=1)],                     # MALFORMED
         lambda: [I(Opcode.READ_UB, a=0, n=0)],                                  # n == 0
         lambda: [I(Opcode.READ_ACC, a=g.acc_depth - 1, n=2)],                   # ADDRESS
-        lambda: [I(Opcode.WRITE_UB, a=g.ub_depth, n=2, payload=_random_bytes(rng, 2 * R))],
+        lambda: [I(Opcode.WRITE_UB, a=g.ub_depth, n=2, payload=random_bytes(rng, 2 * R))],
         lambda: [I(Opcode.SET_PPU, payload=ppu_config_bytes([0] * C, 1, 32, 0, 0, 0))],
         lambda: [I(Opcode.SET_PPU, payload=ppu_config_bytes([0] * C, 1, 3, 0, 3, 0))],
         lambda: [I(Opcode.LOAD_WEIGHTS, a=g.wm_depth - R + 1)],                 # ADDRESS
         lambda: [I(Opcode.NOP, b=5)],
         lambda: [I(Opcode.SYNC, a=1)],                                          # bad SYNC
-        lambda: [I(Opcode.WRITE_WM, flags=1, a=0, n=2, payload=_random_bytes(rng, 2 * C))],
+        lambda: [I(Opcode.WRITE_WM, flags=1, a=0, n=2, payload=random_bytes(rng, 2 * C))],
         lambda: [I(Opcode.ACTIVATE, flags=R - C + 1, a=0, b=0, n=1)],           # lane
         lambda: [I(Opcode.MATMUL, flags=Flag.SWAP, a=0, b=0, n=1)] if not pending else
                 [I(Opcode.LOAD_WEIGHTS, a=0)],                    # NO_WEIGHTS / WEIGHTS_FULL
@@ -131,61 +117,11 @@ def random_error(rng, g, pending):
 
 
 def random_program(rng, g, count, *, errors=0.0, most=6):
-    """``count`` random instructions for ``g`` (and a final SYNC), as the byte stream.
-
-    Row ranges are short and memories small, so instructions in flight overlap often. The
-    weight-tile state is tracked so that LOAD_WEIGHTS and SWAP are mostly valid; with
-    probability ``errors`` an instruction is replaced by a failing one.
-    """
-    R, C = g.rows, g.cols
-    kinds = ["write_ub", "write_wm", "set_ppu", "load", "matmul", "activate", "read_ub",
-             "read_acc", "counters", "sync", "nop"]
-    weights = np.array([3, 2, 1, 2, 4, 2, 2, 2, 1, 1, 0.5])
-    out = []
-    pending = False
-    for _ in range(count):
-        if rng.random() < errors:
-            burst = random_error(rng, g, pending)
-            out += burst
-            continue
-        kind = rng.choice(kinds, p=weights / weights.sum())
-        if kind == "write_ub":
-            a, n = _range(rng, g.ub_depth, most)
-            out.append(I(Opcode.WRITE_UB, a=a, n=n, payload=_random_bytes(rng, n * R)))
-        elif kind == "write_wm":
-            a, n = _range(rng, g.wm_depth, most + R)
-            out.append(I(Opcode.WRITE_WM, a=a, n=n, payload=_random_bytes(rng, n * C)))
-        elif kind == "set_ppu":
-            out.append(I(Opcode.SET_PPU, payload=random_ppu_config(rng, C)))
-        elif kind == "load" and not pending:
-            a = int(rng.integers(0, g.wm_depth - R + 1))
-            out.append(I(Opcode.LOAD_WEIGHTS, flags=int(rng.integers(0, 2)), a=a))
-            pending = True
-        elif kind == "matmul":
-            a, n = _range(rng, g.ub_depth, most)
-            b = int(rng.integers(0, g.acc_depth - n + 1))
-            swap = pending and rng.random() < 0.7
-            pending = pending and not swap
-            flags = int(rng.integers(0, 4)) | (Flag.SWAP if swap else 0)
-            out.append(I(Opcode.MATMUL, flags=flags, a=a, b=b, n=n))
-        elif kind == "activate" and C <= R:
-            a, n = _range(rng, g.acc_depth, most)
-            b = int(rng.integers(0, g.ub_depth - n + 1))
-            out.append(I(Opcode.ACTIVATE, flags=int(rng.integers(0, R - C + 1)), a=a, b=b, n=n))
-        elif kind == "read_ub":
-            a, n = _range(rng, g.ub_depth, most)
-            out.append(I(Opcode.READ_UB, a=a, n=n))
-        elif kind == "read_acc":
-            a, n = _range(rng, g.acc_depth, most)
-            out.append(I(Opcode.READ_ACC, a=a, n=n))
-        elif kind == "counters":
-            out.append(I(Opcode.READ_COUNTERS, flags=int(rng.integers(0, 2))))
-        elif kind == "sync":
-            out.append(I.sync())
-        elif kind == "nop":
-            out.append(I(Opcode.NOP))
-    out.append(I.sync())
-    return b"".join(instruction.encode() for instruction in out)
+    """``count`` random instructions for ``g`` (and a final SYNC), as the byte stream; with
+    probability ``errors`` an instruction is replaced by a failing one."""
+    instructions, _ = random_instructions(rng, g, count, most=most, errors=errors,
+                                          error=random_error)
+    return b"".join(instruction.encode() for instruction in instructions + [I.sync()])
 
 
 @pytest.mark.parametrize("seed", range(3))
