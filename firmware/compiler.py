@@ -119,22 +119,27 @@ class CompiledMatmul:
     def encode(self):
         return b"".join(instruction.encode() for instruction in self.instructions)
 
+    #: How a DATA packet holds a result row: element type and elements per row.
+    element = np.dtype("<i4")
+
+    def row_length(self):
+        return self.geometry.cols
+
     def collect(self, response):
-        """Assemble the int32 result from the device's answer (bytes or parsed packets).
+        """Assemble the result from the device's answer (bytes or parsed packets).
 
         Raises a ValueError if the answer reports an error or does not match the program.
         """
-        cols = self.geometry.cols
-        result = np.zeros((self.tiling.m, self.tiling.n), dtype=np.int32)
+        width = self.row_length()
+        result = np.zeros((self.tiling.m, self.tiling.n), dtype=self.element.newbyteorder("="))
         for payload, (m0, m1, n0, n1) in zip(data_packets(response, len(self.outputs)),
                                             self.outputs):
-            block = np.frombuffer(payload, dtype="<i4")
-            if block.size != (m1 - m0) * cols:
+            block = np.frombuffer(payload, dtype=self.element)
+            if block.size != (m1 - m0) * width:
                 raise ValueError(f"result packet for rows {m0}..{m1} has {block.size} values, "
-                                 f"expected {(m1 - m0) * cols}")
-            result[m0:m1, n0:n1] = block.reshape(m1 - m0, cols)[:, :n1 - n0]
+                                 f"expected {(m1 - m0) * width}")
+            result[m0:m1, n0:n1] = block.reshape(m1 - m0, width)[:, :n1 - n0]
         return result
-
 
 def data_packets(response, expected):
     """The payloads of the DATA packets in ``response`` (bytes or parsed packets).

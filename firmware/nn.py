@@ -18,7 +18,7 @@ import numpy as np
 
 from sim.golden.ppu import quantize_multiplier, requantize
 
-from .compiler import CompiledMatmul, check_operands, data_packets, emit_tiles, plan_matmul
+from .compiler import CompiledMatmul, check_operands, emit_tiles, plan_matmul
 from .isa import Geometry, Instruction, Opcode, ppu_config_bytes
 
 __all__ = ["NONE", "RELU", "CLAMP", "Requantization", "Dense", "Conv2D", "CompiledLayer",
@@ -103,18 +103,11 @@ class Dense:
 class CompiledLayer(CompiledMatmul):
     """A program computing a layer; :meth:`collect` returns its int8 outputs."""
 
-    def collect(self, response):
-        rows = self.geometry.rows
-        result = np.zeros((self.tiling.m, self.tiling.n), dtype=np.int8)
-        for payload, (m0, m1, n0, n1) in zip(data_packets(response, len(self.outputs)),
-                                            self.outputs):
-            block = np.frombuffer(payload, dtype=np.int8)
-            if block.size != (m1 - m0) * rows:
-                raise ValueError(f"output packet for rows {m0}..{m1} has {block.size} bytes, "
-                                 f"expected {(m1 - m0) * rows}")
-            result[m0:m1, n0:n1] = block.reshape(m1 - m0, rows)[:, :n1 - n0]
-        return result
+    # ACTIVATE writes a row of C int8 into a unified-buffer row, which READ_UB sends whole.
+    element = np.dtype(np.int8)
 
+    def row_length(self):
+        return self.geometry.rows
 
 def compile_dense(x, layer, geometry, *, sync=True):
     """Compile ``layer`` applied to int8 input rows ``x`` (M x K) into a program.
