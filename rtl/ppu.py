@@ -102,8 +102,21 @@ class PostProcessor(wiring.Component):
     Five register stages, named by prefix, keep the 32 x 32 multiply alone in its cycle:
     ``b_`` the biased value ``x``; ``h_`` the 64-bit product ``x * multiplier``; ``d_`` the
     doubled high half ``y``; ``r_`` ``y`` shifted right and its rounding bit; ``q_`` the
-    clamped output. The unit accepts one row per cycle. When the output is not taken (``o.ready``
-    low while ``o.valid``), the whole pipeline holds still.
+    clamped output. When the output is not taken (``o.ready`` low while ``o.valid``), the whole
+    pipeline holds still.
+
+    With ``lanes`` L = C (the default) every column has its own copy of that arithmetic and the
+    unit accepts one row per cycle. With L < C there are L copies (lanes), time-shared: a row
+    goes through them in P = ceil(C / L) passes of L columns each, one pass per cycle, so the
+    unit accepts one row every P cycles (``interval``). The row waits on ``i`` while its passes
+    are read from the payload (which the stream rules keep stable while ``i.valid`` is high, so
+    the unit needs no input row register): pass ``p`` (counted by ``i_pass``) takes columns
+    ``p * L .. p * L + L - 1``, and ``i.ready`` rises in the last pass. Each pass carries its number (``group``) with its
+    flags; at the output the first P - 1 passes are collected in ``o_collect`` and the row is
+    presented, whole, when its last pass leaves ``q_``. Lanes left over in the last pass (when
+    L does not divide C) compute on zeros, and their results are dropped. ``latency`` counts
+    from the accepting cycle, so it is 5 whatever L; a row offered to an idle unit comes out
+    ``interval - 1 + latency`` cycles after ``i.valid`` rises.
 
     ``cfg`` is sampled by every stage, so it must stay stable from the first row of a layer
     entering on ``i`` until the last one has left on ``o``.
@@ -112,19 +125,26 @@ class PostProcessor(wiring.Component):
     ----------
     cols : int
         C, the length of a row, 1 or more.
+    lanes : int or None
+        L, copies of the arithmetic (one 32 x 32 multiplier each), 1 to C; None means C.
 
     Members
     -------
     i : In(stream.Signature(AccumulatorRow(cols)))
-        Accumulator rows.
+        Accumulator rows; with L < C each is read while it waits, and taken ``interval - 1``
+        cycles after it is offered at the earliest.
     o : Out(stream.Signature(QuantizedRow(cols)))
         Output rows, in order, ``latency`` cycles after their input (without stalls).
     cfg : In(PostProcessorConfig(cols))
         Requantization parameters; static while rows are in flight.
     """
-    def __init__(self, cols=8):
+    def __init__(self, cols=8, lanes=None):
         check_int(self, "Column count", cols, 1, 1 << 16)
+        if lanes is None:
+            lanes = cols
+        check_int(self, "Lane count", lanes, 1, cols)
         self._cols = cols
+        self._lanes = lanes
         super().__init__({
             "i":      In(stream.Signature(AccumulatorRow(cols))),
             "o":      Out(stream.Signature(QuantizedRow(cols))),
@@ -136,21 +156,36 @@ class PostProcessor(wiring.Component):
         return self._cols
 
     @property
+    def lanes(self):
+        """L, the copies of the arithmetic pipeline (C unless fewer were asked for)."""
+        return self._lanes
+
+    @property
+    def interval(self):
+        """Cycles between accepted rows at full rate: P = ceil(C / L) passes a row."""
+        return -(-self._cols // self._lanes)
+
+    @property
     def latency(self):
         """Cycles from accepting a row to presenting its output (without stalls)."""
         return len(STAGES)
 
     def elaborate(self, platform):
         m = Module()
-        cols = self._cols
+        cols, lanes, passes = self._cols, self._lanes, self.interval
         cfg = self.cfg
 
         # The pipeline advances only while the output can move; a stalled one holds still.
         advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(advance),
-        ]
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+        if passes == 1:
+            m.d.comb += self.i.ready.eq(advance)
+        else:
+            # The row on `i` is taken in its last pass.
+            i_pass = Signal(range(passes))
+            m.d.comb += self.i.ready.eq(advance & (i_pass == passes - 1))
+            with m.If(self.i.valid):
+                m.d.sync += i_pass.eq(Mux(i_pass == passes - 1, 0, i_pass + 1))
 
         # Per-layer constants, derived from the static config outside the row pipeline.
         round_mask = Signal(unsigned(32))       # the bits RoundingDivideByPOT shifts out
@@ -166,17 +201,36 @@ class PostProcessor(wiring.Component):
             with m.Default():
                 m.d.comb += [lo.eq(-128), hi.eq(127)]
 
-        b_x     = Signal(data.ArrayLayout(signed(32), cols))
-        h_prod  = Signal(data.ArrayLayout(signed(64), cols))
-        h_sat   = Signal(data.ArrayLayout(unsigned(1), cols))
-        d_y     = Signal(data.ArrayLayout(signed(32), cols))
-        r_z     = Signal(data.ArrayLayout(signed(32), cols))
-        r_round = Signal(data.ArrayLayout(unsigned(1), cols))
-        q_out   = Signal(data.ArrayLayout(signed(8), cols))
+        # What enters each lane: column j itself, or with passes, the lane's column of this
+        # pass (zero for the lanes left over in the last one).
+        if passes == 1:
+            lane_acc = [self.i.payload.data[j] for j in range(cols)]
+            lane_bias = [cfg.bias[j] for j in range(cols)]
+        else:
+            i_acc  = Signal(data.ArrayLayout(signed(32), lanes))
+            i_bias = Signal(data.ArrayLayout(signed(32), lanes))
+            with m.Switch(i_pass):
+                for p in range(passes):
+                    # The last pass as the default: i_pass never goes beyond it.
+                    with (m.Case(p) if p < passes - 1 else m.Default()):
+                        for j in range(p * lanes, min((p + 1) * lanes, cols)):
+                            m.d.comb += [
+                                i_acc[j - p * lanes].eq(self.i.payload.data[j]),
+                                i_bias[j - p * lanes].eq(cfg.bias[j]),
+                            ]
+            lane_acc, lane_bias = list(i_acc), list(i_bias)
 
-        for j in range(cols):
+        b_x     = Signal(data.ArrayLayout(signed(32), lanes))
+        h_prod  = Signal(data.ArrayLayout(signed(64), lanes))
+        h_sat   = Signal(data.ArrayLayout(unsigned(1), lanes))
+        d_y     = Signal(data.ArrayLayout(signed(32), lanes))
+        r_z     = Signal(data.ArrayLayout(signed(32), lanes))
+        r_round = Signal(data.ArrayLayout(unsigned(1), lanes))
+        q_out   = Signal(data.ArrayLayout(signed(8), lanes))
+
+        for j in range(lanes):
             # b_: the 33-bit sum is truncated to 32 bits, so the bias add wraps.
-            m.d.sync += b_x[j].eq(self.i.payload.data[j] + cfg.bias[j])
+            m.d.sync += b_x[j].eq(lane_acc[j] + lane_bias[j])
 
             # h_: the multiply alone. The only product whose doubled high half overflows is
             # INT32_MIN * INT32_MIN; flag it for saturation.
@@ -204,20 +258,45 @@ class PostProcessor(wiring.Component):
             q_lo = Mux(q < lo, lo, q)
             m.d.sync += q_out[j].eq(Mux(q_lo > hi, hi, q_lo))
 
-        # Valid and `last` travel beside the data, one register per stage.
-        flags = Signal(data.StructLayout({"valid": 1, "last": 1}), name="i_flags")
-        m.d.comb += [
-            flags.valid.eq(self.i.valid & self.i.ready),
-            flags.last.eq(self.i.payload.last),
-        ]
+        # Valid and `last` (and with passes, the pass number) travel beside the data, one
+        # register per stage.
+        if passes == 1:
+            flags = Signal(data.StructLayout({"valid": 1, "last": 1}), name="i_flags")
+            m.d.comb += [
+                flags.valid.eq(self.i.valid & self.i.ready),
+                flags.last.eq(self.i.payload.last),
+            ]
+        else:
+            flags = Signal(data.StructLayout({"valid": 1, "last": 1, "group": range(passes)}),
+                           name="i_flags")
+            m.d.comb += [
+                flags.valid.eq(self.i.valid),       # each pass (the stages move on advance)
+                flags.last.eq(self.i.payload.last),
+                flags.group.eq(i_pass),
+            ]
         for stage in STAGES:
             delayed = Signal.like(flags, name=f"{stage}_flags")
             m.d.sync += delayed.eq(flags)
             flags = delayed
-        m.d.comb += [
-            self.o.valid.eq(flags.valid),
-            self.o.payload.data.eq(q_out),
-            self.o.payload.last.eq(flags.last),
-        ]
+
+        if passes == 1:
+            m.d.comb += [
+                self.o.valid.eq(flags.valid),
+                self.o.payload.data.eq(q_out),
+            ]
+        else:
+            # The first P - 1 passes of a row wait in o_collect (a pass leaves q_ on the
+            # next cycle: o.valid is low, so the pipeline advances); the row is presented with
+            # its last pass in q_.
+            o_collect = Signal(data.ArrayLayout(data.ArrayLayout(signed(8), lanes), passes - 1))
+            for p in range(passes - 1):
+                with m.If(flags.valid & (flags.group == p)):
+                    m.d.sync += o_collect[p].eq(q_out)
+            m.d.comb += self.o.valid.eq(flags.valid & (flags.group == passes - 1))
+            for j in range(cols):
+                p, lane = divmod(j, lanes)
+                group = q_out if p == passes - 1 else o_collect[p]
+                m.d.comb += self.o.payload.data[j].eq(group[lane])
+        m.d.comb += self.o.payload.last.eq(flags.last)
 
         return EnableInserter(advance)(m)

@@ -105,15 +105,21 @@ def mxu_verilog(rows=8, cols=8):
     return top_verilog("mxu", rows=rows, cols=cols)
 
 
-def ppu_verilog(cols=8):
-    """Verilog for a C-wide :class:`rtl.ppu.PostProcessor`, top module ``puce_ppu``."""
-    return top_verilog("ppu", rows=1, cols=cols)
+def ppu_verilog(cols=8, lanes=None):
+    """Verilog for a C-wide :class:`rtl.ppu.PostProcessor` of ``lanes`` (None: C), top module
+    ``puce_ppu``."""
+    if lanes is None:
+        return top_verilog("ppu", rows=1, cols=cols)
+    from .ppu import PostProcessor
+    return emit_verilog(PostProcessor(cols, lanes), TOPS["ppu"].module)
 
 
-def accelerator_verilog(geometry=None):
+def accelerator_verilog(geometry=None, ppu_lanes=None):
     """Verilog for an :class:`rtl.accelerator.Accelerator` of any ``firmware.isa.Geometry``
-    (memory depths included), top module ``puce_accelerator``; the default geometry if None."""
+    (memory depths included) and ``ppu_lanes``, top module ``puce_accelerator``; the default
+    geometry if None."""
     from firmware.isa import Geometry
     from .accelerator import Accelerator
-    return emit_verilog(Accelerator(Geometry() if geometry is None else geometry),
+    return emit_verilog(Accelerator(Geometry() if geometry is None else geometry,
+                                    ppu_lanes=ppu_lanes),
                         TOPS["accelerator"].module)

@@ -18,7 +18,7 @@ __all__ = ["run_accelerator"]
 
 def run_accelerator(program, geometry=Geometry(), *, response_length=None, idle=0.0,
                     stall=0.0, seed=0, quiet=256, extra=32, max_cycles=None, dut=None,
-                    input_cycles=None):
+                    input_cycles=None, ppu_lanes=None):
     """Return ``(response bytes, cycles)`` for ``program`` on a simulated ``geometry`` device.
 
     Parameters
@@ -42,10 +42,12 @@ def run_accelerator(program, geometry=Geometry(), *, response_length=None, idle=
     max_cycles : int or None
         Cycle budget; by default generous for the program's and the response's length.
     dut : rtl.accelerator.Accelerator or None
-        The device; a new one for ``geometry`` if None.
+        The device; a new one for ``geometry`` (and ``ppu_lanes``) if None.
     input_cycles : list or None
         If a list, the cycle in which each program byte was taken is appended to it: a byte
         taken late shows that the device held the instruction before it.
+    ppu_lanes : int or None
+        The PPU's lanes (:class:`rtl.accelerator.Accelerator`; ignored if ``dut`` is given).
 
     Returns
     -------
@@ -60,7 +62,7 @@ def run_accelerator(program, geometry=Geometry(), *, response_length=None, idle=
     """
     program = bytes(program)
     if dut is None:
-        dut = Accelerator(geometry)
+        dut = Accelerator(geometry, ppu_lanes=ppu_lanes)
     if max_cycles is None:
         max_cycles = 64 * len(program) + 8 * (response_length or 0) + 4096
     if not 0 <= idle < 1 or not 0 <= stall < 1:

@@ -37,19 +37,29 @@ class AmaranthBackend(Backend):
         Seed of ``stall`` and ``idle``.
     max_cycles : int or None
         Cycle budget of every exchange (default :func:`~firmware.backends.default_cycle_budget`).
+    ppu_lanes : int or None
+        The PPU's lanes, 1 to C (:class:`rtl.accelerator.Accelerator`); None means C.
     """
     name = "amaranth"
     timed = True
     persistent = False
 
-    def __init__(self, geometry=Geometry(), *, stall=0.0, idle=0.0, seed=0, max_cycles=None):
+    def __init__(self, geometry=Geometry(), *, stall=0.0, idle=0.0, seed=0, max_cycles=None,
+                 ppu_lanes=None):
         super().__init__(geometry)
         from sim.accelerator_driver import run_accelerator
         self._run = run_accelerator
         if not 0 <= stall < 1 or not 0 <= idle < 1:
             raise ValueError(f"stall and idle are probabilities below 1, not {stall!r} and "
                              f"{idle!r}")
+        if ppu_lanes is not None:
+            if not isinstance(ppu_lanes, int) or isinstance(ppu_lanes, bool):
+                raise TypeError(f"ppu_lanes must be an integer or None, not {ppu_lanes!r}")
+            if not 1 <= ppu_lanes <= self.geometry.cols:
+                raise ValueError(f"ppu_lanes must be between 1 and {self.geometry.cols}, not "
+                                 f"{ppu_lanes!r}")
         self.stall, self.idle, self.seed = stall, idle, seed
+        self.ppu_lanes = ppu_lanes
         self.max_cycles = max_cycles
         self._cycles = None
 
@@ -65,7 +75,7 @@ class AmaranthBackend(Backend):
         try:
             output, cycles = self._run(program, self.geometry, response_length=expected,
                                        idle=self.idle, stall=self.stall, seed=self.seed,
-                                       max_cycles=budget)
+                                       max_cycles=budget, ppu_lanes=self.ppu_lanes)
         except TimeoutError as error:
             raise DeviceTimeout(f"the {self.name} device did not finish within {budget} "
                                 f"cycles ({error})") from None

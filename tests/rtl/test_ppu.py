@@ -2,11 +2,16 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment, Module, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
 from rtl.ppu import Activation, PostProcessor
+from rtl.verilog import emit_verilog
 from sim.golden import ppu as golden
 from sim.golden.ppu import INT32_MAX, INT32_MIN, quantize_multiplier, requantize
 from sim.stream import stream_get_n, stream_put_all
+from sim.synthesis import synthesize
 from sim.testbench import simulate
 
 
@@ -51,13 +56,14 @@ def accumulators_for(rng, config, rows, cols):
     return acc
 
 
-def run_ppu(cols, batches, *, idle=0.0, stall=0.0, seed=0, cycles=None, model_activation=None):
-    """Stream batches of ``(config, accumulator rows)`` through a PostProcessor.
+def run_ppu(cols, batches, *, lanes=None, idle=0.0, stall=0.0, seed=0, cycles=None,
+            model_activation=None):
+    """Stream batches of ``(config, accumulator rows)`` through a PostProcessor of ``lanes``.
 
     The config changes only between batches, once every row of the previous one has left.
     Returns the output rows and the expected ones as lists of ``(values, last)``.
     """
-    dut = PostProcessor(cols)
+    dut = PostProcessor(cols, lanes)
     expected, inputs = [], []
     for config, acc in batches:
         args = dict(config)
@@ -92,18 +98,37 @@ def run_ppu(cols, batches, *, idle=0.0, stall=0.0, seed=0, cycles=None, model_ac
                 results.append(([int(v) for v in payload.data], bool(payload.last)))
             drained[0] += 1
 
+    async def monitor(ctx):
+        # The stream rules on `o`: a row offered and not taken stays offered, unchanged.
+        held = None
+        async for _, _, valid, ready, payload in ctx.tick().sample(
+                dut.o.valid, dut.o.ready, dut.o.payload):
+            if held is not None and not (valid and payload == held):
+                violations.append((held, valid, payload))
+            held = payload if valid and not ready else None
+
+    violations = []
     # A lost row would leave the consumer waiting: fail fast instead (1 us per cycle).
-    simulate(dut, [producer, consumer], deadline=1e-6 * (50 * len(expected) + 1000))
+    simulate(dut, [producer, consumer], [monitor],
+             deadline=1e-6 * (50 * dut.interval * len(expected) + 1000))
+    assert not violations, violations[0]
     return results, expected
 
 
+#: (C, L) pairs: the full-width unit, and time-shared ones with L dividing C or not.
+LANES = [(1, None), (3, None), (8, None), (5, 1), (5, 2), (5, 3), (5, 5), (8, 1), (8, 4)]
+#: Fewer for the edge values: the lanes are copies of one datapath, so the time-shared cases
+#: check the multiplexing (and lane 0 sees every edge, on column 0).
+EDGE_LANES = [(1, None), (3, None), (8, None), (5, 2), (8, 1)]
+
+
 @pytest.mark.parametrize("activation", list(Activation))
-@pytest.mark.parametrize("cols", [1, 3, 8])
-def test_random_rows(cols, activation):
-    rng = np.random.default_rng(cols * 10 + activation.value)
+@pytest.mark.parametrize("cols, lanes", LANES)
+def test_random_rows(cols, lanes, activation):
+    rng = np.random.default_rng(cols * 10 + activation.value + 1000 * (lanes or 0))
     configs = [random_config(rng, cols, activation) for _ in range(6)]
     batches = [(config, accumulators_for(rng, config, 32, cols)) for config in configs]
-    results, expected = run_ppu(cols, batches, idle=0.3, stall=0.3, seed=cols)
+    results, expected = run_ppu(cols, batches, lanes=lanes, idle=0.3, stall=0.3, seed=cols)
     assert results == expected
     # Not everything saturated: plenty of distinct values came out.
     values = [v for row, _ in results for v in row]
@@ -114,8 +139,8 @@ EDGE_ACCUMULATORS = [INT32_MIN, INT32_MIN + 1, -2**30, -2**30 - 1, -12345, -2, -
                      12345, 2**30, 2**30 + 1, INT32_MAX - 1, INT32_MAX]
 
 
-@pytest.mark.parametrize("cols", [1, 3, 8])
-def test_edge_values(cols):
+@pytest.mark.parametrize("cols, lanes", EDGE_LANES)
+def test_edge_values(cols, lanes):
     rng = np.random.default_rng(100 + cols)
     batches = []
     multipliers = [INT32_MAX, 2**30, INT32_MIN, -1, 0, 2**30 + 1]
@@ -135,7 +160,7 @@ def test_edge_values(cols):
             acc = rng.choice(EDGE_ACCUMULATORS, size=(len(EDGE_ACCUMULATORS), cols))
             acc[:, 0] = EDGE_ACCUMULATORS                   # every edge on column 0
             batches.append((config, acc))
-    results, expected = run_ppu(cols, batches, idle=0.2, stall=0.2, seed=cols)
+    results, expected = run_ppu(cols, batches, lanes=lanes, idle=0.2, stall=0.2, seed=cols)
     assert results == expected
 
     # The edges were really reached.
@@ -181,20 +206,35 @@ def test_activation_codes_match_model():
     assert Activation.as_shape().width == 2
 
 
-def test_full_throughput():
-    # Without bubbles or backpressure, one row leaves per cycle.
+@pytest.mark.parametrize("cols, lanes", [(4, None), (4, 1), (5, 2), (8, 3)])
+def test_full_throughput(cols, lanes):
+    # Without bubbles or backpressure, one row leaves every `interval` = ceil(C / L) cycles.
     rng = np.random.default_rng(9)
-    config = random_config(rng, 4, Activation.RELU)
+    config = random_config(rng, cols, Activation.RELU)
     cycles = []
-    results, expected = run_ppu(4, [(config, random_accumulators(rng, 40, 4))], cycles=cycles)
+    results, expected = run_ppu(cols, [(config, random_accumulators(rng, 40, cols))],
+                                lanes=lanes, cycles=cycles)
     assert results == expected
-    assert np.all(np.diff(cycles) == 1)
+    assert np.all(np.diff(cycles) == -(-cols // (lanes or cols)))
 
 
-def test_latency():
+@pytest.mark.parametrize("cols, lanes, interval", [(8, None, 1), (8, 8, 1), (8, 4, 2),
+                                                   (8, 3, 3), (8, 1, 8), (5, 2, 3)])
+def test_properties(cols, lanes, interval):
+    dut = PostProcessor(cols, lanes)
+    assert (dut.cols, dut.lanes, dut.interval, dut.latency) == \
+        (cols, lanes or cols, interval, 5)
+    Fragment.get(dut, None)
+
+
+@pytest.mark.parametrize("lanes", [None, 1])
+def test_latency(lanes):
+    # A row offered to an idle unit is taken in its last pass and comes out `latency` cycles
+    # later.
     cols = 2
-    dut = PostProcessor(cols)
+    dut = PostProcessor(cols, lanes)
     assert dut.latency == 5
+    assert dut.interval == (1 if lanes is None else 2)
     seen = []
 
     async def testbench(ctx):
@@ -203,47 +243,110 @@ def test_latency():
         ctx.set(dut.o.ready, 1)
         ctx.set(dut.i.payload, {"data": [6, -6], "last": 1})
         ctx.set(dut.i.valid, 1)
-        await ctx.tick()
-        ctx.set(dut.i.valid, 0)
-        for cycle in range(1, 3 * dut.latency):
+        for cycle in range(3 * (dut.interval + dut.latency)):
+            taken = ctx.get(dut.i.valid) and ctx.get(dut.i.ready)
+            if taken:
+                seen.append(("in", cycle))
             if ctx.get(dut.o.valid):
-                seen.append((cycle, [int(v) for v in ctx.get(dut.o.payload.data)],
+                seen.append(("out", cycle, [int(v) for v in ctx.get(dut.o.payload.data)],
                              ctx.get(dut.o.payload.last)))
             await ctx.tick()
+            if taken:
+                ctx.set(dut.i.valid, 0)
 
     simulate(dut, [testbench])
-    assert seen == [(dut.latency, [3, -3], 1)]
+    accepted = dut.interval - 1
+    assert seen == [("in", accepted), ("out", accepted + dut.latency, [3, -3], 1)]
 
 
-def test_backpressure_holds_output():
-    # While o.ready is low the output row stays put and no new row is accepted.
-    dut = PostProcessor(1)
+@pytest.mark.parametrize("cols, lanes", [(1, None), (3, 1), (5, 2)])
+def test_backpressure_holds_output(cols, lanes):
+    # While o.ready is low the output row stays put and the input stops: the five stages hold
+    # five passes, and the first P - 1 passes of the output row wait in o_collect.
+    dut = PostProcessor(cols, lanes)
+    passes = dut.interval
     log = []
 
+    def row(value):
+        return [10 * value + j for j in range(cols)]
+
     async def producer(ctx):
-        ctx.set(dut.cfg, {"bias": [0], "multiplier": INT32_MAX, "shift": 0,
+        ctx.set(dut.cfg, {"bias": [0] * cols, "multiplier": INT32_MAX, "shift": 0,
                              "zero_point": 0, "activation": Activation.NONE, "clamp_max": 0})
-        await stream_put_all(ctx, dut.i, [{"data": [value], "last": 0} for value in range(1, 8)])
+        await stream_put_all(ctx, dut.i, [{"data": row(value), "last": 0}
+                                          for value in range(1, 8)])
 
     async def consumer(ctx):
-        await ctx.tick().repeat(3 * dut.latency)
-        # Rows 1 to 5 fill the pipeline; row 6 waits at the input.
+        await ctx.tick().repeat(3 * (dut.latency + passes))
         log.append((ctx.get(dut.o.valid), [int(v) for v in ctx.get(dut.o.payload.data)],
                     ctx.get(dut.i.valid), [int(v) for v in ctx.get(dut.i.payload.data)],
                     ctx.get(dut.i.ready)))
-        log.append([int(p.data[0]) for p in await stream_get_n(ctx, dut.o, 7)])
+        log.append([[int(v) for v in p.data] for p in await stream_get_n(ctx, dut.o, 7)])
 
     simulate(dut, [producer, consumer])
-    assert log == [(1, [1], 1, [6], 0), [1, 2, 3, 4, 5, 6, 7]]
+    # Passes 0 .. latency + P - 2 have entered: the row of the next one waits on `i`.
+    waiting = (dut.latency + passes - 1) // passes + 1
+    assert log == [(1, row(1), 1, row(waiting), 0), [row(value) for value in range(1, 8)]]
 
 
-@pytest.mark.parametrize("cols, error, message", [
-    (0, ValueError, "Column count must be between 1 and"),
-    (-3, ValueError, "Column count must be between 1 and"),
-    (8.0, TypeError, "Column count must be an integer, not 8.0"),
-    ("8", TypeError, "Column count must be an integer, not '8'"),
-    (True, TypeError, "Column count must be an integer"),
+def test_lanes_equal_to_cols_is_the_parallel_unit():
+    # lanes = C builds exactly the default unit.
+    assert emit_verilog(PostProcessor(3, 3), "ppu") == emit_verilog(PostProcessor(3), "ppu")
+
+
+@pytest.mark.parametrize("cols, lanes, error, message", [
+    (0, None, ValueError, "Column count must be between 1 and"),
+    (-3, None, ValueError, "Column count must be between 1 and"),
+    (8.0, None, TypeError, "Column count must be an integer, not 8.0"),
+    ("8", None, TypeError, "Column count must be an integer, not '8'"),
+    (True, None, TypeError, "Column count must be an integer"),
+    (8, 0, ValueError, "Lane count must be between 1 and 8, not 0"),
+    (8, 9, ValueError, "Lane count must be between 1 and 8, not 9"),
+    (8, 2.0, TypeError, "Lane count must be an integer, not 2.0"),
+    (8, "2", TypeError, "Lane count must be an integer, not '2'"),
+    (8, True, TypeError, "Lane count must be an integer"),
 ])
-def test_bad_parameters(cols, error, message):
+def test_bad_parameters(cols, lanes, error, message):
     with pytest.raises(error, match=message):
-        PostProcessor(cols)
+        PostProcessor(cols, lanes)
+
+
+# Synthesis ------------------------------------------------------------------------------------
+
+class Multiply(wiring.Component):
+    """One registered 32 x 32 signed multiply, as in the PPU's ``h_`` stage."""
+    a: In(signed(32))
+    b: In(signed(32))
+    p: Out(signed(64))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.p.eq(self.a * self.b)
+        return m
+
+
+def dsp_blocks(dut, path, *, whole=False):
+    """ECP5 DSP multipliers (MULT18X18D) that Yosys uses for ``dut``: by default stopping
+    after ``synth_ecp5``'s coarse step, where multiplies are mapped to DSPs (a few seconds),
+    or through the whole flow."""
+    path.mkdir()
+    cells = synthesize(dut, "ecp5", path, options="" if whole else "-run begin:map_ram")
+    return cells.get("MULT18X18D", 0)
+
+
+def test_one_lane_one_multiplier(tmp_path):
+    # With one lane the unit costs the DSP blocks of a single 32 x 32 multiply (4 on ECP5),
+    # however long the row.
+    per_multiply = dsp_blocks(Multiply(), tmp_path / "multiply")
+    assert per_multiply > 0
+    assert dsp_blocks(PostProcessor(3, lanes=1), tmp_path / "ppu") == per_multiply
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lanes", [1, 4, 8])
+def test_multipliers_per_lane(lanes, tmp_path):
+    # L lanes, L multipliers, after the whole synthesis flow: 8 columns cost 32 MULT18X18D at
+    # full width, 4 with one lane (about 10 s of Yosys at full width).
+    per_multiply = dsp_blocks(Multiply(), tmp_path / "multiply", whole=True)
+    assert dsp_blocks(PostProcessor(8, lanes), tmp_path / "ppu", whole=True) == \
+        lanes * per_multiply

@@ -11,7 +11,7 @@ import pytest
 
 from rtl import verilog as rtl_verilog
 from rtl.mxu import ActivationRow, MatrixUnit, ResultRow, WeightRow
-from rtl.verilog import TOPS, emit_verilog, mxu_verilog, top_verilog
+from rtl.verilog import TOPS, emit_verilog, mxu_verilog, ppu_verilog, top_verilog
 from sim.cocotb.runner import VERILATOR_WAIVERS, verilator_executable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -147,6 +147,13 @@ def test_verilator_lint(rows, cols, tmp_path):
 @pytest.mark.parametrize("top", sorted(set(TOPS) - {"mxu"}))
 def test_verilator_lint_other_tops(top, tmp_path):
     result = _lint(top_verilog(top, rows=3, cols=5), tmp_path, TOPS[top].module)
+    assert result.returncode == 0 and "%Warning" not in result.stderr, result.stderr[-4000:]
+
+
+@pytest.mark.parametrize("cols, lanes", [(5, 2), (8, 1)])
+def test_verilator_lint_ppu_lanes(cols, lanes, tmp_path):
+    # The time-shared PPU (its pass counter, lane multiplexers and o_collect) is as clean.
+    result = _lint(ppu_verilog(cols, lanes), tmp_path, TOPS["ppu"].module)
     assert result.returncode == 0 and "%Warning" not in result.stderr, result.stderr[-4000:]
 
 
