@@ -9,7 +9,8 @@ resource the cycle at which it becomes free:
   data hazards have cleared (a READ_ACC waits for the accumulator rows a MATMUL still writes,
   a MATMUL for rows a READ or ACTIVATE still reads, ...);
 - the units: weight loader (R cycles a tile), MATMUL (one row per cycle once its tile is
-  loaded), ACTIVATE (one row per cycle through the PPU) and the response sender.
+  loaded), ACTIVATE (one row per cycle through the PPU, or one every ceil(C / lanes) cycles
+  through a time-shared one, see ``ppu_lanes``) and the response sender.
 
 It ignores second-order effects (the exact cycle a response register frees, arbitration on a
 shared read port), so it is an estimate; ``tests/firmware/test_cycle_model.py`` checks it
@@ -31,6 +32,7 @@ TOLERANCE_CYCLES = 64
 
 # Fixed latencies of the RTL, in cycles (calibrated against the Verilator model).
 _DECODE = 2             # word assembled -> instruction issued
+_VERDICT = 1            # the scoreboard's registered verdict: a word takes 9 cycles
 _READ = 2               # memory read request -> response registered
 _ACC_WRITE = 3          # MXU result -> visible in the accumulator memory
 _PPU = 5                # PPU pipeline
@@ -52,12 +54,20 @@ class Estimate:
                    (self.mxu_busy, "compute"))[1]
 
 
-def estimate_cycles(instructions, geometry):
+def estimate_cycles(instructions, geometry, ppu_lanes=None):
     """Estimate the cycles ``instructions`` (a list of :class:`Instruction`) take on
-    ``geometry``, from the first byte in to the last byte out."""
+    ``geometry``, from the first byte in to the last byte out, with a PPU of ``ppu_lanes``
+    lanes (None: one per column, as :class:`rtl.accelerator.Accelerator` builds by default)."""
     if not isinstance(geometry, Geometry):
         raise TypeError(f"geometry must be a Geometry, not {geometry!r}")
     g = geometry
+    if ppu_lanes is None:
+        ppu_lanes = g.cols
+    if not isinstance(ppu_lanes, int) or isinstance(ppu_lanes, bool):
+        raise TypeError(f"ppu_lanes must be an integer or None, not {ppu_lanes!r}")
+    if not 1 <= ppu_lanes <= g.cols:
+        raise ValueError(f"ppu_lanes must be between 1 and {g.cols}, not {ppu_lanes!r}")
+    ppu_interval = -(-g.cols // ppu_lanes)     # cycles a row spends in the PPU's lanes
     mxu_latency = g.rows + g.cols + 1
     t_in = 0                # next cycle the input link is free
     t_out = 0               # next cycle the output link is free
@@ -85,7 +95,7 @@ def estimate_cycles(instructions, geometry):
             t_in = t + size - WORD
             t_issue = t
             continue
-        t_in = t_word
+        t_in = t_word + _VERDICT
         if op == Opcode.LOAD_WEIGHTS:
             t = max(t, t_loader)
             # The shadow bank is free once the last row of the tile before the active one has
@@ -108,7 +118,7 @@ def estimate_cycles(instructions, geometry):
         elif op == Opcode.ACTIVATE:
             ready = max((acc_ready.get(r, 0) for r in range(ins.a, ins.a + ins.n)), default=0)
             t = max(t, ready, t_activate)
-            t_activate = t + _READ + ins.n + _PPU
+            t_activate = t + _READ + ins.n * ppu_interval + _PPU
             ub_busy = max(ub_busy, t_activate)
         elif op in (Opcode.READ_UB, Opcode.READ_ACC, Opcode.READ_COUNTERS, Opcode.SYNC):
             if op == Opcode.READ_UB:

@@ -7,7 +7,9 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 from firmware.isa import Geometry
 from .accumulator import AccumulatorMemory
 from .controller import Controller
+from .counters import COUNTER_BITS
 from .mxu import MatrixUnit
+from .params import check_int
 from .ppu import PostProcessor
 from .unified_buffer import UnifiedBuffer
 from .weight_memory import WeightMemory
@@ -34,6 +36,13 @@ class Accelerator(wiring.Component):
     ----------
     geometry : firmware.isa.Geometry
         R and C of the matrix unit and the depths of the three memories.
+    ppu_lanes : int or None
+        The PPU's ``lanes`` (:class:`rtl.ppu.PostProcessor`), 1 to C: fewer lanes share fewer
+        32 x 32 multipliers, and ACTIVATE then takes ceil(C / lanes) cycles a row instead of
+        one. None (the default) means C, one per column.
+    counter_bits : int
+        Width of the performance counters, 16 to 64 (default 64); they wrap modulo
+        ``2**counter_bits`` and READ_COUNTERS still sends 8 bytes each.
 
     Members
     -------
@@ -41,33 +50,49 @@ class Accelerator(wiring.Component):
         Command and payload bytes from the host.
     o : Out(stream.Signature(8))
         Response bytes to the host.
+    idle : Out(1)
+        Nothing runs or waits and every response has been taken: nothing more comes out until
+        more bytes go in (:attr:`rtl.controller.Controller.idle`).
     """
-    def __init__(self, geometry=Geometry()):
+    def __init__(self, geometry=Geometry(), *, ppu_lanes=None, counter_bits=COUNTER_BITS):
         if not isinstance(geometry, Geometry):
             self._MustUse__silence = True
             raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
+        if ppu_lanes is None:
+            ppu_lanes = geometry.cols
+        check_int(self, "PPU lane count", ppu_lanes, 1, geometry.cols)
+        check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
+        self._counter_bits = counter_bits
         self._geometry = geometry
+        self._ppu_lanes = ppu_lanes
         super().__init__({
             "i": In(stream.Signature(8)),
             "o": Out(stream.Signature(8)),
+            "idle": Out(1),
         })
 
     @property
     def geometry(self):
         return self._geometry
 
+    @property
+    def ppu_lanes(self):
+        """The PPU's lanes (C unless fewer were asked for)."""
+        return self._ppu_lanes
+
     def elaborate(self, platform):
         m = Module()
         g = self._geometry
 
-        m.submodules.controller     = controller = Controller(g)
+        m.submodules.controller     = controller = Controller(g, counter_bits=self._counter_bits)
         m.submodules.unified_buffer = ub = UnifiedBuffer(g.rows, g.ub_depth, masked=True)
         m.submodules.weight_memory  = wm = WeightMemory(g.cols, g.wm_depth)
         m.submodules.accumulator    = acc = AccumulatorMemory(g.cols, g.acc_depth)
         m.submodules.mxu            = mxu = MatrixUnit(g.rows, g.cols)
-        m.submodules.ppu            = ppu = PostProcessor(g.cols)
+        m.submodules.ppu            = ppu = PostProcessor(g.cols, self._ppu_lanes)
 
         connect(m, flipped(self.i), controller.i)
+        m.d.comb += self.idle.eq(controller.idle)
         connect(m, controller.o, flipped(self.o))
         connect(m, controller.ub, ub)
         connect(m, controller.wm, wm)

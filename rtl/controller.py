@@ -24,7 +24,8 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 
 from firmware.isa import SYNC_WORD, WORD, ErrorCode, Flag, Opcode
 from .accumulator import AccumulatorWrite
-from .counters import PerformanceCounters
+from .counters import COUNTER_BITS, PerformanceCounters
+from .params import check_int
 from .host_link import (ADDR_BITS, PayloadKind, PayloadReceiver, ResponseKind, ResponseSender,
                         RowRange, check_geometry, overlaps)
 from .mxu import ActivationRow, ResultRow, WeightRow
@@ -592,6 +593,8 @@ class Controller(wiring.Component):
     ----------
     geometry : firmware.isa.Geometry
         Array size and memory depths.
+    counter_bits : int
+        Width of the performance counters (:class:`~rtl.counters.PerformanceCounters`).
 
     Members
     -------
@@ -609,9 +612,15 @@ class Controller(wiring.Component):
         The MXU's ports.
     ppu : Out(Signature({"i": Out(...), "o": In(...), "cfg": Out(PostProcessorConfig(C))}))
         The PPU's ports.
+    idle : Out(1)
+        No instruction waits or runs and no payload or response is under way: until the host
+        sends more, nothing will change and nothing more will be sent (a serial link uses it
+        to tell the host that an answer is complete).
     """
-    def __init__(self, geometry):
+    def __init__(self, geometry, *, counter_bits=COUNTER_BITS):
         check_geometry(self, geometry)
+        check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
+        self._counter_bits = counter_bits
         self._geometry = g = geometry
         ub_row = data.ArrayLayout(unsigned(8), g.rows)
         wm_row = data.ArrayLayout(unsigned(8), g.cols)
@@ -634,6 +643,7 @@ class Controller(wiring.Component):
                 "o":   In(stream.Signature(QuantizedRow(g.cols))),
                 "cfg": Out(PostProcessorConfig(g.cols)),
             })),
+            "idle": Out(1),
         })
 
     @property
@@ -650,7 +660,7 @@ class Controller(wiring.Component):
         m.submodules.loader   = loader = WeightLoader(g)
         m.submodules.matmul   = mm = MatmulUnit(g)
         m.submodules.activate = act = ActivateUnit(g)
-        m.submodules.perf_counters = counters = PerformanceCounters()
+        m.submodules.perf_counters = counters = PerformanceCounters(self._counter_bits)
 
         # Fixed connections.
         connect(m, rx.wm_w, flipped(self.wm.w))
@@ -693,7 +703,8 @@ class Controller(wiring.Component):
         m.d.comb += [
             word_full.eq(word_count == WORD),
             # The next word's first byte may enter in the cycle the current word retires, so a
-            # word takes 8 cycles; not when a payload follows (the receiver starts next cycle).
+            # good word takes 9 cycles (8 bytes, then the registered scoreboard verdict); not
+            # when a payload follows (the receiver starts next cycle).
             self.i.ready.eq(rx.receiving | ~word_full | (retire & ~to_payload)),
             word_byte.eq(self.i.valid & self.i.ready & ~rx.receiving),
             rx.i.valid.eq(self.i.valid & rx.receiving),
@@ -706,6 +717,16 @@ class Controller(wiring.Component):
         with m.Elif(word_byte):
             m.d.sync += word_count.eq(word_count + 1)
 
+        # The decode stage: everything that depends only on the word is computed from the word
+        # as it will be next cycle and registered (``d_`` signals), so that the adders and
+        # comparators of the checks are not in series with the scoreboard. When the last byte
+        # enters (count 7), the next word is the shifted one; when the word is full it stays.
+        # In every other case the word is not full next cycle and the d_ values are unused.
+        d_bits = Signal(8 * WORD, name="d_word")
+        m.d.comb += d_bits.eq(Mux(word_count == WORD - 1, Cat(word_bits[8:], self.i.payload),
+                                  word_bits))
+        d_word = data.View(InstructionWord(), d_bits)
+
         # Decoder state.
         faulted   = Signal()
         pending   = Signal()                 # a loaded tile waits for its swap
@@ -715,55 +736,55 @@ class Controller(wiring.Component):
         ppu_index = Signal(32, name="set_ppu_index")
 
         op, flags, a, b, n = word.opcode, word.flags, word.a, word.b, word.n
+        d_op, d_flags, d_a, d_b, d_n = (d_word.opcode, d_word.flags, d_word.a, d_word.b,
+                                        d_word.n)
         is_op = {opcode: Signal(name=f"is_{opcode.name.lower()}") for opcode in Opcode}
         for opcode, signal in is_op.items():
-            m.d.comb += signal.eq(op == int(opcode))
+            m.d.sync += signal.eq(d_op == int(opcode))
         known = Cat(is_op.values()).any()
-        is_sync_word = word_bits == int.from_bytes(SYNC_WORD, "little")
+        is_sync_word = Signal()
+        m.d.sync += is_sync_word.eq(d_bits == int.from_bytes(SYNC_WORD, "little"))
 
         # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC word.
         malformed = Signal()
-        with m.Switch(op):
+        with m.Switch(d_op):
             for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
                 with m.Case(int(opcode)):
-                    bad = (flags & (~int(allowed) & 0xff)) != 0
-                    for field, used in ((a, uses_a), (b, uses_b), (n, uses_n)):
+                    bad = (d_flags & (~int(allowed) & 0xff)) != 0
+                    for field, used in ((d_a, uses_a), (d_b, uses_b), (d_n, uses_n)):
                         if not used:
                             bad = bad | (field != 0)
                     if uses_n:
-                        bad = bad | (n == 0)
+                        bad = bad | (d_n == 0)
                     if opcode == Opcode.ACTIVATE:
-                        bad = bad | (flags + cols > rows)
-                    m.d.comb += malformed.eq(bad)
+                        bad = bad | (d_flags + cols > rows)
+                    m.d.sync += malformed.eq(bad)
             with m.Case(int(Opcode.SYNC)):
-                m.d.comb += malformed.eq(~is_sync_word)
+                m.d.sync += malformed.eq(d_bits != int.from_bytes(SYNC_WORD, "little"))
             with m.Default():                       # an illegal opcode: reported as such
-                m.d.comb += malformed.eq(0)
+                m.d.sync += malformed.eq(0)
 
         # ADDRESS: a row range past the end of its memory.
         a_range = Signal(RowRange())
         b_range = Signal(RowRange())
-        tile_hi = Signal(ADDR_BITS + 1)
-        m.d.comb += [
-            a_range.lo.eq(a), a_range.hi.eq(a + n),
-            b_range.lo.eq(b), b_range.hi.eq(b + n),
-            tile_hi.eq(a + rows),
-        ]
+        m.d.comb += [a_range.lo.eq(a), b_range.lo.eq(b)]
         address = Signal()
-        with m.Switch(op):
+        d_a_hi, d_b_hi, d_tile_hi = d_a + d_n, d_b + d_n, d_a + rows
+        m.d.sync += [a_range.hi.eq(d_a_hi), b_range.hi.eq(d_b_hi)]
+        with m.Switch(d_op):
             for opcode, checks in {
-                Opcode.WRITE_UB:     [(a_range.hi, g.ub_depth)],
-                Opcode.WRITE_WM:     [(a_range.hi, g.wm_depth)],
-                Opcode.LOAD_WEIGHTS: [(tile_hi, g.wm_depth)],
-                Opcode.MATMUL:       [(a_range.hi, g.ub_depth), (b_range.hi, g.acc_depth)],
-                Opcode.ACTIVATE:     [(a_range.hi, g.acc_depth), (b_range.hi, g.ub_depth)],
-                Opcode.READ_UB:      [(a_range.hi, g.ub_depth)],
-                Opcode.READ_ACC:     [(a_range.hi, g.acc_depth)],
+                Opcode.WRITE_UB:     [(d_a_hi, g.ub_depth)],
+                Opcode.WRITE_WM:     [(d_a_hi, g.wm_depth)],
+                Opcode.LOAD_WEIGHTS: [(d_tile_hi, g.wm_depth)],
+                Opcode.MATMUL:       [(d_a_hi, g.ub_depth), (d_b_hi, g.acc_depth)],
+                Opcode.ACTIVATE:     [(d_a_hi, g.acc_depth), (d_b_hi, g.ub_depth)],
+                Opcode.READ_UB:      [(d_a_hi, g.ub_depth)],
+                Opcode.READ_ACC:     [(d_a_hi, g.acc_depth)],
             }.items():
                 with m.Case(int(opcode)):
-                    m.d.comb += address.eq(Cat(hi > depth for hi, depth in checks).any())
+                    m.d.sync += address.eq(Cat(hi > depth for hi, depth in checks).any())
             with m.Default():                       # no row range
-                m.d.comb += address.eq(0)
+                m.d.sync += address.eq(0)
 
         error = Signal(8, name="decode_error")
         with m.If(~known):
@@ -801,9 +822,19 @@ class Controller(wiring.Component):
             wm_read.eq(loader.reading & overlaps(a_range, loader.read_range)),
         ]
         all_idle = Signal()
-        m.d.comb += all_idle.eq(~loader.busy & mm.idle & ~act.busy & ~tx.busy & ~rx.busy)
+        m.d.comb += [
+            all_idle.eq(~loader.busy & mm.idle & ~act.busy & ~tx.busy & ~rx.busy),
+            self.idle.eq(all_idle & ~word_full),
+        ]
 
+        # The scoreboard's verdict is registered, so a word issues one cycle after its checks
+        # pass (nine cycles per word at best, not eight): this cuts the long path from the
+        # range comparators through retire to every unit's start. A one-cycle-old verdict is
+        # safe because issue is in order: while a word waits, nothing else issues, so no new
+        # hazard can appear; units only finish, which at worst delays the word by a cycle.
+        can_issue_now = Signal()
         can_issue = Signal()
+        m.d.sync += can_issue.eq(can_issue_now & word_full & ~retire)
         with m.Switch(op):
             for opcode, condition in {
                 Opcode.NOP:           1,
@@ -820,9 +851,9 @@ class Controller(wiring.Component):
                 Opcode.SYNC:          all_idle,
             }.items():
                 with m.Case(int(opcode)):
-                    m.d.comb += can_issue.eq(condition)
+                    m.d.comb += can_issue_now.eq(condition)
             with m.Default():                       # illegal: never issued
-                m.d.comb += can_issue.eq(0)
+                m.d.comb += can_issue_now.eq(0)
 
         # Retire: a failed instruction at once (an illegal one once ERROR can go out), a good
         # one when it can issue; in the faulted state, any word but SYNC at once.

@@ -1,14 +1,15 @@
-"""Performance counters: seven 64-bit event counters that READ_COUNTERS reads and clears."""
+"""Performance counters: seven event counters that READ_COUNTERS reads and clears."""
 
 from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from firmware.isa import Counter
+from .params import check_int
 
 __all__ = ["COUNTER_BITS", "CounterEvents", "CounterValues", "PerformanceCounters"]
 
-#: Width of every counter; they wrap around modulo 2**64.
+#: Width of every counter as READ_COUNTERS sends it (a little-endian u64 each).
 COUNTER_BITS = 64
 
 
@@ -35,12 +36,18 @@ class CounterValues(data.ArrayLayout):
 
 
 class PerformanceCounters(wiring.Component):
-    """Seven free-running 64-bit counters of clock cycles and events.
+    """Seven free-running counters of clock cycles and events.
 
     Every counter adds 1 at the end of each cycle in which its event is set (``CYCLES``: every
-    cycle) and wraps around modulo 2**64. ``clear`` zeroes them all at the end of its cycle and
-    wins over that cycle's events. ``values`` shows the registers, so they do not yet include
-    the current cycle.
+    cycle) and wraps around modulo ``2**bits``. ``clear`` zeroes them all at the end of its
+    cycle and wins over that cycle's events. ``values`` shows the registers (zero-extended to
+    64 bits), so they do not yet include the current cycle.
+
+    Parameters
+    ----------
+    bits : int
+        Width of each counter, 16 to 64. Narrower counters save logic on small FPGAs (a 32-bit
+        CYCLES wraps after 89 s at 48 MHz); the host sees the same 64-bit values, wrapped.
 
     Members
     -------
@@ -51,18 +58,24 @@ class PerformanceCounters(wiring.Component):
     values : Out(CounterValues())
         The counters, in :class:`firmware.isa.Counter` order.
     """
-    def __init__(self):
+    def __init__(self, bits=COUNTER_BITS):
+        check_int(self, "Counter width", bits, 16, COUNTER_BITS)
+        self._bits = bits
         super().__init__({
             "events": In(CounterEvents()),
             "clear":  In(1),
             "values": Out(CounterValues()),
         })
 
+    @property
+    def bits(self):
+        return self._bits
+
     def elaborate(self, platform):
         m = Module()
         for counter in Counter:
             name = counter.name.lower()
-            value = Signal(COUNTER_BITS, name=f"count_{name}")
+            value = Signal(self._bits, name=f"count_{name}")
             event = 1 if counter == Counter.CYCLES else getattr(self.events, name)
             with m.If(self.clear):
                 m.d.sync += value.eq(0)

@@ -431,10 +431,11 @@ def test_hazards(case):
     packets = run(program, G44, input_cycles=taken)
     assert packets[-1] == status(ErrorCode.OK, 0)
     last = len(encode(*setup, *body[:-1])) + 7            # the last byte of its word
-    # Without a wait, the word retires in the cycle after its last byte, and the next byte
-    # is taken in that same cycle (in the next one if it is a payload byte).
+    # Without a wait, the word retires two cycles after its last byte (the scoreboard's
+    # verdict is registered), and the next byte is taken in that same cycle (in the next one
+    # if it is a payload byte).
     payload = body[-1].opcode in (Opcode.WRITE_UB, Opcode.WRITE_WM, Opcode.SET_PPU)
-    waited = taken[last + 1] - taken[last] - (2 if payload else 1)
+    waited = taken[last + 1] - taken[last] - (3 if payload else 2)
     assert (waited > 0) == conflict, waited
 
 
@@ -453,7 +454,7 @@ def test_weight_memory_hazards():
                              I(Opcode.READ_ACC, n=8), I.sync()), g, input_cycles=taken)
         assert packets[-1] == status(ErrorCode.OK, 0)
         last = len(encode(*setup, *body[:-1])) + 7
-        return taken[last + 1] - taken[last] - 2
+        return taken[last + 1] - taken[last] - 3    # see test_hazards
 
     assert wait_before_payload([I(Opcode.LOAD_WEIGHTS, a=0),
                                 I(Opcode.WRITE_WM, a=15, n=1, payload=row)]) > 0
@@ -544,7 +545,7 @@ def test_controller_interface():
     dut = Controller(G23)
     assert dut.geometry == G23
     members = dict(dut.signature.members)
-    assert set(members) == {"i", "o", "ub", "wm", "acc", "mxu", "ppu"}
+    assert set(members) == {"i", "o", "ub", "wm", "acc", "mxu", "ppu", "idle"}
     assert len(dut.ub.w.payload.mask) == 2
     Fragment.get(dut, None)
 
