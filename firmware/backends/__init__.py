@@ -259,6 +259,7 @@ BACKENDS = {
     "model": "firmware.backends.model:ModelBackend",
     "amaranth": "firmware.backends.amaranth:AmaranthBackend",
     "verilator": "firmware.backends.verilator:VerilatorBackend",
+    "serial": "firmware.backends.serial:SerialBackend",
 }
 
 
