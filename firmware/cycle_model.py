@@ -35,7 +35,7 @@ _DECODE = 2             # word assembled -> instruction issued
 _VERDICT = 1            # the scoreboard's registered verdict: a word takes 9 cycles
 _READ = 2               # memory read request -> response registered
 _ACC_WRITE = 3          # MXU result -> visible in the accumulator memory
-_PPU = 5                # PPU pipeline
+_PPU = 6                # PPU pipeline
 _HEADER = WORD          # bytes of a response packet header
 
 

@@ -1,6 +1,6 @@
 """Post-processing unit (PPU): requantizes rows of int32 accumulators to int8."""
 
-from amaranth.hdl import Const, EnableInserter, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,7 +14,7 @@ INT32_MIN = -2**31
 INT32_MAX = 2**31 - 1
 
 #: The pipeline's register stages, by signal prefix; one cycle of latency each.
-STAGES = ("b", "h", "d", "r", "q")
+STAGES = ("b", "h", "s", "d", "r", "q")
 
 
 class Activation(enum.Enum, shape=2):
@@ -99,8 +99,10 @@ class PostProcessor(wiring.Component):
     upper bound wins and every output is ``clamp_max`` (as TFLite's ``min(max(q, lo), hi)``).
     :mod:`sim.golden.ppu` is the bit-exact model.
 
-    Five register stages, named by prefix, keep the 32 x 32 multiply alone in its cycle:
-    ``b_`` the biased value ``x``; ``h_`` the 64-bit product ``x * multiplier``; ``d_`` the
+    Six register stages, named by prefix, split the 32 x 32 multiply in two cycles so that
+    neither holds more than one DSP multiply or one adder: ``b_`` the biased value ``x``;
+    ``h_`` the four partial products of ``x * multiplier`` (16 x 16 bits, each one 18 x 18 DSP
+    block on ECP5 and one SB_MAC16 on iCE40); ``s_`` their sum, the 64-bit product; ``d_`` the
     doubled high half ``y``; ``r_`` ``y`` shifted right and its rounding bit; ``q_`` the
     clamped output. When the output is not taken (``o.ready`` low while ``o.valid``), the whole
     pipeline holds still.
@@ -111,12 +113,12 @@ class PostProcessor(wiring.Component):
     unit accepts one row every P cycles (``interval``). The row waits on ``i`` while its passes
     are read from the payload (which the stream rules keep stable while ``i.valid`` is high, so
     the unit needs no input row register): pass ``p`` (counted by ``i_pass``) takes columns
-    ``p * L .. p * L + L - 1``, and ``i.ready`` rises in the last pass. Each pass carries its number (``group``) with its
-    flags; at the output the first P - 1 passes are collected in ``o_collect`` and the row is
-    presented, whole, when its last pass leaves ``q_``. Lanes left over in the last pass (when
-    L does not divide C) compute on zeros, and their results are dropped. ``latency`` counts
-    from the accepting cycle, so it is 5 whatever L; a row offered to an idle unit comes out
-    ``interval - 1 + latency`` cycles after ``i.valid`` rises.
+    ``p * L .. p * L + L - 1``, and ``i.ready`` rises in the last pass. Each pass carries its
+    number (``group``) with its flags; at the output the first P - 1 passes are collected in
+    ``o_collect`` and the row is presented, whole, when its last pass leaves ``q_``. Lanes left
+    over in the last pass (when L does not divide C) compute on zeros, and their results are
+    dropped. ``latency`` counts from the accepting cycle, so it is 6 whatever L; a row offered
+    to an idle unit comes out ``interval - 1 + latency`` cycles after ``i.valid`` rises.
 
     ``cfg`` is sampled by every stage, so it must stay stable from the first row of a layer
     entering on ``i`` until the last one has left on ``o``.
@@ -221,27 +223,50 @@ class PostProcessor(wiring.Component):
             lane_acc, lane_bias = list(i_acc), list(i_bias)
 
         b_x     = Signal(data.ArrayLayout(signed(32), lanes))
-        h_prod  = Signal(data.ArrayLayout(signed(64), lanes))
+        h_hh    = Signal(data.ArrayLayout(signed(32), lanes))
+        h_hl    = Signal(data.ArrayLayout(signed(32), lanes))
+        h_lh    = Signal(data.ArrayLayout(signed(32), lanes))
+        h_ll    = Signal(data.ArrayLayout(unsigned(32), lanes))
         h_sat   = Signal(data.ArrayLayout(unsigned(1), lanes))
+        s_prod  = Signal(data.ArrayLayout(signed(64), lanes))
+        s_sat   = Signal(data.ArrayLayout(unsigned(1), lanes))
         d_y     = Signal(data.ArrayLayout(signed(32), lanes))
         r_z     = Signal(data.ArrayLayout(signed(32), lanes))
         r_round = Signal(data.ArrayLayout(unsigned(1), lanes))
         q_out   = Signal(data.ArrayLayout(signed(8), lanes))
 
+        # Both factors split as a signed high half and an unsigned low half, x = xh * 2**16 + xl:
+        # every partial product is 16 x 16 bits with the signedness of its halves, which one
+        # MULT18X18D (as 17 x 17 signed) or one SB_MAC16 (signed or not per operand) holds.
+        mul_hi, mul_lo = cfg.multiplier[16:].as_signed(), cfg.multiplier[:16]
+
         for j in range(lanes):
             # b_: the 33-bit sum is truncated to 32 bits, so the bias add wraps.
             m.d.sync += b_x[j].eq(lane_acc[j] + lane_bias[j])
 
-            # h_: the multiply alone. The only product whose doubled high half overflows is
-            # INT32_MIN * INT32_MIN; flag it for saturation.
+            # h_: the four partial products alone, one DSP multiply each; the mixed ones fit 32
+            # signed bits (|xh * ml| <= 2**15 * (2**16 - 1)). The only product whose doubled
+            # high half overflows is INT32_MIN * INT32_MIN; flag it for saturation.
+            x_hi, x_lo = b_x[j][16:].as_signed(), b_x[j][:16]
             m.d.sync += [
-                h_prod[j].eq(b_x[j] * cfg.multiplier),
+                h_hh[j].eq(x_hi * mul_hi),
+                h_hl[j].eq(x_hi * mul_lo),
+                h_lh[j].eq(x_lo * mul_hi),
+                h_ll[j].eq(x_lo * mul_lo),
                 h_sat[j].eq((b_x[j] == INT32_MIN) & (cfg.multiplier == INT32_MIN)),
+            ]
+
+            # s_: p = hh * 2**32 + (hl + lh) * 2**16 + ll. The outer two do not overlap, so
+            # they concatenate: a three-operand add over bits 16 to 63, instead of the adder
+            # tree that follows the DSP blocks of a single-cycle multiply.
+            m.d.sync += [
+                s_prod[j].eq(Cat(h_ll[j], h_hh[j]).as_signed() + ((h_hl[j] + h_lh[j]) << 16)),
+                s_sat[j].eq(h_sat[j]),
             ]
 
             # d_: trunc((p + nudge) / 2**31) with nudge = 2**30 or 1 - 2**30 by sign equals
             # floor((p + 2**30) / 2**31), i.e. ((p >> 30) + 1) >> 1: a 34-bit add, not 64.
-            m.d.sync += d_y[j].eq(Mux(h_sat[j], INT32_MAX, ((h_prod[j] >> 30) + 1) >> 1))
+            m.d.sync += d_y[j].eq(Mux(s_sat[j], INT32_MAX, ((s_prod[j] >> 30) + 1) >> 1))
 
             # r_: RoundingDivideByPOT as the reference writes it; the increment is deferred
             # to the carry-in of the zero-point add.

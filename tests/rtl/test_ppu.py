@@ -223,7 +223,7 @@ def test_full_throughput(cols, lanes):
 def test_properties(cols, lanes, interval):
     dut = PostProcessor(cols, lanes)
     assert (dut.cols, dut.lanes, dut.interval, dut.latency) == \
-        (cols, lanes or cols, interval, 5)
+        (cols, lanes or cols, interval, 6)
     Fragment.get(dut, None)
 
 
@@ -233,7 +233,7 @@ def test_latency(lanes):
     # later.
     cols = 2
     dut = PostProcessor(cols, lanes)
-    assert dut.latency == 5
+    assert dut.latency == 6
     assert dut.interval == (1 if lanes is None else 2)
     seen = []
 
@@ -261,8 +261,8 @@ def test_latency(lanes):
 
 @pytest.mark.parametrize("cols, lanes", [(1, None), (3, 1), (5, 2)])
 def test_backpressure_holds_output(cols, lanes):
-    # While o.ready is low the output row stays put and the input stops: the five stages hold
-    # five passes, and the first P - 1 passes of the output row wait in o_collect.
+    # While o.ready is low the output row stays put and the input stops: the six stages hold
+    # six passes, and the first P - 1 passes of the output row wait in o_collect.
     dut = PostProcessor(cols, lanes)
     passes = dut.interval
     log = []
@@ -314,7 +314,8 @@ def test_bad_parameters(cols, lanes, error, message):
 # Synthesis ------------------------------------------------------------------------------------
 
 class Multiply(wiring.Component):
-    """One registered 32 x 32 signed multiply, as in the PPU's ``h_`` stage."""
+    """One registered 32 x 32 signed multiply: what the PPU's ``h_`` and ``s_`` stages compute,
+    in one cycle."""
     a: In(signed(32))
     b: In(signed(32))
     p: Out(signed(64))
@@ -325,13 +326,14 @@ class Multiply(wiring.Component):
         return m
 
 
-def dsp_blocks(dut, path, *, whole=False):
-    """ECP5 DSP multipliers (MULT18X18D) that Yosys uses for ``dut``: by default stopping
-    after ``synth_ecp5``'s coarse step, where multiplies are mapped to DSPs (a few seconds),
-    or through the whole flow."""
+def dsp_blocks(dut, path, *, whole=False, family="ecp5"):
+    """DSP multipliers that Yosys uses for ``dut``, MULT18X18D on ECP5 or SB_MAC16 on iCE40
+    (``synth_ice40 -dsp``): by default stopping after the coarse step, where multiplies are
+    mapped to DSPs (a few seconds), or through the whole flow."""
     path.mkdir()
-    cells = synthesize(dut, "ecp5", path, options="" if whole else "-run begin:map_ram")
-    return cells.get("MULT18X18D", 0)
+    options = ("-dsp " if family == "ice40" else "") + ("" if whole else "-run begin:map_ram")
+    cells = synthesize(dut, family, path, options=options)
+    return cells.get({"ecp5": "MULT18X18D", "ice40": "SB_MAC16"}[family], 0)
 
 
 def test_one_lane_one_multiplier(tmp_path):
@@ -340,6 +342,13 @@ def test_one_lane_one_multiplier(tmp_path):
     per_multiply = dsp_blocks(Multiply(), tmp_path / "multiply")
     assert per_multiply > 0
     assert dsp_blocks(PostProcessor(3, lanes=1), tmp_path / "ppu") == per_multiply
+
+
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+def test_partial_products_one_dsp_each(family, tmp_path):
+    # The four 16 x 16 partial products of the split multiply map to one DSP block each: an
+    # 18 x 18 MULT18X18D on ECP5, a 16 x 16 SB_MAC16 on iCE40 (signedness set per operand).
+    assert dsp_blocks(PostProcessor(2, lanes=1), tmp_path / "ppu", family=family) == 4
 
 
 @pytest.mark.slow
