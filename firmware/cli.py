@@ -27,14 +27,55 @@ def _backend_name(name):
     return name
 
 
+def _serial_options(command):
+    command.add_argument("--port", metavar="DEV",
+                         help="serial backend: the board's serial device (/dev/ttyUSB0, COM3)")
+    command.add_argument("--board", metavar="BOARD",
+                         help="serial backend: the board, for its default geometry and baud rate")
+    command.add_argument("--report", metavar="REPORT.json",
+                         help="serial backend: a build's report.json, for the geometry, baud "
+                              "rate and frame size it was built with")
+
+
+def _open_device(args, backend, geometry):
+    """A Device for ``backend``; the serial backend takes its sizes from a board or a report."""
+    import json
+
+    from firmware.isa import Geometry
+    from firmware.runtime import Device
+
+    if backend != "serial":
+        return Device(backend, geometry), geometry
+    if not args.port:
+        raise ValueError("the serial backend needs --port (the board's serial device)")
+    if args.report:
+        try:
+            with open(args.report, encoding="utf-8") as file:
+                report = json.load(file)
+            geometry = Geometry(**report["geometry"])
+            baud, max_payload = int(report["baud"]), int(report["max_payload"])
+        except OSError as error:
+            raise ValueError(f"cannot read {args.report}: {error.strerror}") from None
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{args.report} is not a puce build report ({error})") from None
+    elif args.board:
+        from boards.targets import get_board
+        board = get_board(args.board)
+        geometry, baud, max_payload = board.geometry, board.baud, 256
+    else:
+        raise ValueError("the serial backend needs --board or --report (the board's sizes)")
+    device = Device("serial", geometry, port=args.port, baud=baud, max_payload=max_payload)
+    return device, geometry
+
+
 def _demo(args):
     from tqdm import tqdm
 
     from firmware.demo import run_layers, train_digits
-    from firmware.runtime import Device
 
     backend = _backend_name(args.backend)
     geometry = _geometry(args)
+    device, geometry = _open_device(args, backend, geometry)
     start = time.perf_counter()
     model = train_digits()
     x, y = model.x_test, model.y_test
@@ -45,7 +86,7 @@ def _demo(args):
     print(f"puce demo: {'-'.join(map(str, sizes))} MLP on the 8 x 8 digits, trained and "
           f"quantized to int8 in {time.perf_counter() - start:.1f} s; {len(x)} test images "
           f"through a {geometry.rows} x {geometry.cols} accelerator ({backend} backend)", flush=True)
-    with Device(backend, geometry) as device:
+    with device:
         total = len(x) * len(model.layers)
         with tqdm(total=total, unit="row", desc="accelerator", disable=args.quiet,
                   file=sys.stderr, leave=False) as bar:
@@ -91,13 +132,12 @@ def _load_matrix(path, name):
 def _matmul(args):
     import json
 
-    from firmware.runtime import Device
-
     backend = _backend_name(args.backend)
     geometry = _geometry(args)
     a = _load_matrix(args.a, "A")
     b = _load_matrix(args.b, "B")
-    with Device(backend, geometry) as device:
+    device, geometry = _open_device(args, backend, geometry)
+    with device:
         c = device.matmul(a, b)
         stats = dict(device.last_stats)
     try:
@@ -381,7 +421,7 @@ def _parser():
     demo = commands.add_parser(
         "demo", help="train, quantize and run a digits MLP on the accelerator")
     demo.add_argument("--backend", default="verilator",
-                      help="amaranth, verilator or model (default verilator)")
+                      help="amaranth, verilator, model or serial (a board; default verilator)")
     demo.add_argument("--rows", default="8", metavar="R", help="array rows R (default 8)")
     demo.add_argument("--cols", default="8", metavar="C", help="array columns C (default 8)")
     demo.add_argument("--limit", type=_positive, metavar="N",
@@ -389,6 +429,7 @@ def _parser():
     demo.add_argument("--batch", type=_positive, default=64, metavar="N",
                       help="images per program (default 64)")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _serial_options(demo)
     demo.set_defaults(run=_demo)
 
     matmul = commands.add_parser("matmul", help="multiply two int8 .npy matrices on the "
@@ -400,9 +441,10 @@ def _parser():
     matmul.add_argument("--rows", default="8", metavar="R", help="array rows R (default 8)")
     matmul.add_argument("--cols", default="8", metavar="C", help="array columns C (default 8)")
     matmul.add_argument("--backend", default="verilator",
-                        help="amaranth, verilator or model (default verilator)")
+                        help="amaranth, verilator, model or serial (a board; default verilator)")
     matmul.add_argument("--stats", metavar="FILE.json",
                         help="write cycles, MACs, utilization, ... as JSON")
+    _serial_options(matmul)
     matmul.set_defaults(run=_matmul)
 
     # Sizes and top are checked by the handler, so that a bad value is one clear line (and exit
@@ -498,6 +540,12 @@ def main(argv=None):
     except (TypeError, ValueError) as error:
         print(f"puce {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:          # DeviceError (a board or a simulator failed)
+        from firmware.backends import DeviceError
+        if not isinstance(error, DeviceError):
+            raise
+        print(f"puce {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

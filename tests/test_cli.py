@@ -299,3 +299,27 @@ def test_program_missing_tool_exits_1(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "puce program: error: openFPGALoader is not installed" in err
     assert "apt install openfpgaloader" in err
+
+
+@pytest.mark.parametrize("extra, code, message", [
+    ([], 2, "the serial backend needs --port"),
+    (["--port", "/dev/puce-none"], 2, "the serial backend needs --board or --report"),
+    (["--port", "/dev/puce-none", "--board", "nope"], 2, "unknown board 'nope'"),
+    (["--port", "/dev/puce-none", "--report", "/nonexistent/report.json"], 2, "cannot read"),
+    (["--port", "/dev/puce-none", "--board", "icebreaker"], 1,
+     "cannot open serial port '/dev/puce-none' at 3000000 baud"),
+])
+def test_serial_backend_options(extra, code, message, capsys):
+    assert main(["demo", "--backend", "serial", "-q", *extra]) == code
+    assert message in capsys.readouterr().err
+
+
+def test_serial_backend_reads_a_build_report(tmp_path, capsys):
+    report = tmp_path / "report.json"
+    report.write_text('{"geometry": {"rows": 2}}')
+    for name in ("a", "b"):
+        np.save(tmp_path / f"{name}.npy", np.zeros((2, 2), np.int8))
+    assert main(["matmul", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "-o",
+                 str(tmp_path / "c.npy"), "--backend", "serial", "--port", "/dev/puce-none",
+                 "--report", str(report)]) == 2
+    assert "is not a puce build report" in capsys.readouterr().err
