@@ -292,8 +292,11 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
 
     # Place and route.
     mhz = top.clock / 1e6
+    # router2 routes large designs in minutes where router1 (the default of the iCE40 and
+    # ECP5 flows) takes hours on a congested ECP5 16 x 16.
     command = [tools["nextpnr"], *board.nextpnr, "--json", f"{NAME}.json",
                "--freq", f"{mhz:.3f}", "--timing-allow-fail", "--seed", str(seed),
+               "--router", "router2",
                "--report", "nextpnr_report.json", "--log", "nextpnr.log", "-q"]
     if board.family == "ice40":
         command += ["--pcf", f"{NAME}.pcf", "--asc", f"{NAME}.asc"]
