@@ -60,11 +60,11 @@ class LinkBridge(wiring.Component):
        receive buffer, a block RAM of ``max_payload + 3`` bytes, while the CRC register runs
        over them. A byte with ``error`` set marks the frame ``LINE``-damaged and is otherwise
        decoded as usual (so an ``END`` with ``error`` still ends the frame, and is answered).
-       An ``END`` that ends an empty, undamaged frame is ignored. At any other ``END`` the
-       frame is judged, in the cycle the ``END`` is taken: ``LINE``, ``BAD_ESCAPE``,
-       ``OVERLONG``, ``TRUNCATED``, ``BAD_CRC`` (the CRC of the whole body is not 0), by that
-       priority; else a good request, ``REPEAT`` if its seq is the last executed one (none is,
-       after reset), else new.
+       ``rx.ready`` drops in the cycle after an ``END`` is taken, and the frame is judged:
+       an empty, undamaged frame is ignored (``rx.ready`` rises again); any other is
+       ``LINE``, ``BAD_ESCAPE``, ``OVERLONG``, ``TRUNCATED``, ``BAD_CRC`` (the CRC of the
+       whole body is not 0), by that priority; else a good request, ``REPEAT`` if its seq is
+       the last executed one (none is, after reset), else new.
     2. **Execute** (a new request only). The payload (the body without the seq and the CRC) is
        sent on ``o``, one byte per cycle while ``o.ready`` is high. Meanwhile, and after it,
        the bytes on ``i`` are taken into the replay buffer (a block RAM of ``max_payload``
@@ -73,18 +73,26 @@ class LinkBridge(wiring.Component):
        out lets the accelerator answer an instruction before it takes the next one. The
        request's seq becomes the last executed one; the replay buffer holds its answer.
     3. **Respond**: ``seq, status, flags, payload, crc``, SLIP-encoded on ``tx`` with an
-       ``END`` before and after, one wire byte per cycle while ``tx.ready`` is high; the CRC
-       register runs over the body as it goes. ``OK`` and ``REPEAT`` carry the replay buffer;
-       an error has seq 0 and no payload and leaves the replay buffer alone. ``flags`` is
-       ``Flag.IDLE`` if ``idle & ~i.valid`` in the cycle the leading ``END`` is taken.
-    4. Back to receiving.
+       ``END`` before and after, while ``tx.ready`` is high, at most one body byte (one or
+       two wire bytes) every third cycle: plenty for a UART. The CRC register runs over the
+       body as it goes. ``OK`` and ``REPEAT`` carry the replay buffer; an error has seq 0 and
+       no payload and leaves the replay buffer alone. ``flags`` is ``Flag.IDLE`` if
+       ``idle & ~i.valid`` in the cycle the response starts (three cycles before its
+       leading ``END`` is on ``tx``).
+    4. Back to receiving, once the closing ``END`` has been taken.
 
-    Latency, without stalls: if the closing ``END`` of a request is taken in cycle t, the
-    response's leading ``END`` is on ``tx`` from cycle t + 1 for an error or a ``REPEAT``. For
-    a new request of ``n`` payload bytes, the payload is on ``o`` in cycles t + 1 to t + n and
-    the response starts ``gap + 1`` cycles after the later of t + n and the last output byte
-    taken (t + n + gap + 1 if the accelerator answers nothing), or right after the payload
-    once the replay buffer is full.
+    Latency, without stalls: if the closing ``END`` of a frame is taken in cycle t, the
+    response's leading ``END`` is on ``tx`` from cycle t + 9 for an error or a ``REPEAT``. For
+    a new request of ``n`` payload bytes, the payload is on ``o`` in cycles t + 6 to t + n + 5;
+    the response starts ``gap + 5`` cycles after the later of t + n + 5 and the last output
+    byte taken (t + n + gap + 10 if the accelerator answers nothing), or 6 cycles after the
+    later of t + n + 5 and the output byte that fills the replay buffer.
+
+    The bridge is built for speed on a slow FPGA, as it is small next to the accelerator:
+    every output but ``i.ready`` (one gate) and ``o.payload`` (the receive buffer's output) is
+    a register; block RAM addresses are registers; comparisons are registered flags; the
+    phases are one-hot flags; and the frame is judged over three cycles. No register's next
+    value is more than a few LUTs deep.
 
     While it executes and responds, ``rx.ready`` is low: a UART receiver then drops bytes and
     flags the next one (an overrun), which makes the frame they belonged to a ``LINE`` error.
@@ -116,10 +124,11 @@ class LinkBridge(wiring.Component):
     idle : In(1)
         The accelerator has taken every byte and has no instruction in flight.
     frame_ok : Out(1)
-        One-cycle pulse, in the cycle the closing ``END`` of a good request (new or repeated)
-        is taken: for an activity LED.
+        One-cycle pulse, 4 cycles after the closing ``END`` of a good request (new or
+        repeated) is taken: for an activity LED.
     frame_error : Out(1)
-        One-cycle pulse, in the cycle the closing ``END`` of a bad frame is taken.
+        One-cycle pulse, 4 cycles after the closing ``END`` of a bad frame (not an ignored,
+        empty one) is taken.
     """
     def __init__(self, *, max_payload=MAX_PAYLOAD, gap=32):
         check_int(self, "max_payload", max_payload, 1, MAX_MAX_PAYLOAD)
@@ -149,210 +158,310 @@ class LinkBridge(wiring.Component):
         max_payload = self._max_payload
         depth = max_payload + REQUEST_OVERHEAD
 
-        m.submodules.rx_buffer = rx_buffer = Memory(shape=8, depth=depth, init=[])
+        # No buffer is read where it is written in the same cycle: no logic is needed to
+        # give a read colliding with a write a defined value.
+        attrs = {"no_rw_check": 1}
+        m.submodules.rx_buffer = rx_buffer = Memory(shape=8, depth=depth, init=[],
+                                                    attrs=attrs)
         m.submodules.replay_buffer = replay_buffer = Memory(shape=8, depth=max_payload,
-                                                            init=[])
+                                                            init=[], attrs=attrs)
         rx_write = rx_buffer.write_port()
         rx_read = rx_buffer.read_port()
         replay_write = replay_buffer.write_port()
         replay_read = replay_buffer.read_port()
 
-        # The registers are updated here, outside the FSM, from one-bit strobes that the FSM
-        # drives: a clear becomes the flip-flops' synchronous reset, not a multiplexer.
+        # Every decision is taken from registers, a few LUTs deep: the phases are one-hot
+        # flags, comparisons are registered flags kept beside their counters or computed in
+        # every cycle from registers that have settled, block RAM addresses are registers,
+        # and the response loads a byte every third cycle at most, so that flags lagging by
+        # a cycle or two are up to date whenever they are used.
+
+        # The phases (a frame's closing END is in the input stage between receive and judge1).
+        receiving  = Signal(init=1)               # rx.ready
+        judge1     = Signal()                     # the checks are being registered
+        judge2     = Signal()                     # the status is being registered
+        judge3     = Signal()                     # the frame is acted on
+        go_execute = Signal()                     # ... by executing it
+        go_respond = Signal()                     # ... by answering it with an error or REPEAT
+        go_ignore  = Signal()                     # ... by ignoring it (empty, undamaged)
+        executing  = Signal()
+        start_resp = Signal()                     # the response starts in the next cycle
+        responding = Signal()
+
+        # Input stage: the byte taken on rx in the cycle before, decoded. The flags are
+        # only set for a byte that was taken.
+        s_valid    = Signal()
+        s_data     = Signal(8, reset_less=True)
+        s_error    = Signal()
+        s_end      = Signal()                     # END
+        s_esc      = Signal()                     # ESC
+        s_good     = Signal()                     # ESC_END or ESC_ESC
+        s_plain    = Signal()                     # neither END nor ESC
 
         # The frame being received.
         count      = Signal(range(depth + 1))     # body bytes stored
+        first      = Signal(init=1)               # count == 0
+        full_body  = Signal()                     # count == depth
         escaped    = Signal()                     # the last byte was ESC
         line       = Signal()                     # a byte had its error flag
         bad_escape = Signal()
         overlong   = Signal()
         seq        = Signal(8)                    # the first body byte; 0 after a bad frame
-        # The CRC register: over the received body, then over the response's body.
+        # The CRC register, over the received body, then over the response's body. It is
+        # updated from registers only: the byte and a strobe, a cycle late.
         crc        = Signal(16, init=0xFFFF)
+        crc_in     = Signal(8, reset_less=True)
+        crc_step   = Signal()
+        # Checks of the frame, registered in every cycle: up to date in judge2.
+        short      = Signal()                     # count < REQUEST_OVERHEAD
+        crc_bad    = Signal()                     # crc != 0
+        repeat     = Signal()                     # the seq is the last executed one
 
         # The last executed request and its answer.
         last_seq   = Signal(8)
         last_valid = Signal()                     # a request has been executed since reset
         kept       = Signal(range(max_payload + 1))   # bytes in the replay buffer
-        quiet      = Signal(range(self._gap))     # consecutive cycles with i.valid low
+        kept_full  = Signal()                     # kept == max_payload
+        # gap - 2 minus the consecutive cycles with i.valid low: negative after gap - 1.
+        quiet      = Signal(range(-1, max(self._gap - 1, 1)), init=self._gap - 2)
+
+        # Forwarding the payload on o. rd_addr also reads the replay buffer in the response.
+        rd_addr    = Signal(range(depth))
+        remaining  = Signal(len(count) + 1)       # payload bytes still to read, minus 1
+        o_valid    = Signal()                     # rx_read.data holds a payload byte
 
         # The response.
         status     = Signal(8)
         idle_flag  = Signal()
-        index      = Signal(range(depth))         # payload byte forwarded / body byte sent
-        index_next = Signal.like(index)           # its value in the next cycle
-        body       = Signal(8)                    # the body byte being sent
-        sending    = Signal()                     # body is valid
+        # The field loaded next (one-hot): the leading END, seq, status, flags, the payload
+        # (then the CRC's high byte, once the payload is out), the CRC's low byte, the closing
+        # END, and done.
+        f_end0, f_seq, f_status, f_flags, f_payload, f_crc_low, f_end1, f_done = fields = [
+            Signal(name=f"field_{name}") for name in
+            ("end0", "seq", "status", "flags", "payload", "crc_low", "end1", "done")]
+        differs    = Signal(2)                    # rd_addr != kept, in two halves
+        more       = Signal()                     # a payload byte of the response is due
+        pay_data   = Signal(8, reset_less=True)   # the replay buffer's output, registered
+        loaded     = Signal()                     # body was loaded in the cycle before
+        body       = Signal(8, reset_less=True)   # the body byte being sent ...
+        body_raw   = Signal()                     # ... or an END around the body
+        body_crc   = Signal()                     # ... is covered by the CRC
+        body_valid = Signal()                     # ... is ready to encode
+        body_esc   = Signal()                     # ... is END or ESC in the body: escape it
         second     = Signal()                     # the second byte of an escape is due
-
-        # Strobes.
-        receive    = Signal()                     # a byte other than END is taken on rx
-        store      = Signal()                     # it is a body byte
-        judge      = Signal()                     # an END is taken on rx
-        frame_end  = Signal()                     # the last byte of a response is taken
-        crc_update = Signal()                     # a body byte is stored or sent
-        index_step = Signal()                     # index: + 1 ...
-        index_zero = Signal()                     # ... or 0 ...
-        index_one  = Signal()                     # ... or 1 in the next cycle
-        kept_step  = Signal()                     # an output byte is taken on i
-        kept_clear = Signal()                     # a new request: its answer starts
-        quiet_step = Signal()                     # the payload is out: count quiet cycles
-
-        byte, error = self.rx.payload.data, self.rx.payload.error
-        is_end = byte == END
-        # After ESC: ESC_END (bit 0 clear) stands for END, ESC_ESC for ESC; anything else is
-        # a bad escape and is dropped.
-        decoded = Mux(escaped, Mux(byte[0], ESC, END), byte)
-        good_escape = (byte == ESC_END) | (byte == ESC_ESC)
-        full_body = count == depth
+        tx_valid   = Signal()
+        tx_data    = Signal(8, reset_less=True)
 
         m.d.comb += [
-            receive.eq(self.rx.valid & self.rx.ready & ~is_end),
-            judge.eq(self.rx.valid & self.rx.ready & is_end),
-            store.eq(receive & Mux(escaped, good_escape, byte != ESC)),
+            self.rx.ready.eq(receiving),
+            self.tx.valid.eq(tx_valid),
+            self.tx.payload.eq(tx_data),
+            self.o.valid.eq(o_valid),
+            self.o.payload.eq(rx_read.data),
+            self.i.ready.eq(executing & ~kept_full),
+        ]
+
+        # Receive: the input stage.
+        byte = self.rx.payload.data
+        take_rx = self.rx.valid & receiving
+        m.d.sync += [
+            s_valid.eq(take_rx),
+            s_data.eq(byte),
+            s_error.eq(take_rx & self.rx.payload.error),
+            s_end.eq(take_rx & (byte == END)),
+            s_esc.eq(take_rx & (byte == ESC)),
+            s_good.eq(take_rx & ((byte == ESC_END) | (byte == ESC_ESC))),
+            s_plain.eq(take_rx & (byte != END) & (byte != ESC)),
+        ]
+        with m.If(take_rx & (byte == END)):
+            m.d.sync += receiving.eq(0)
+
+        # Receive: decoding and storing. After ESC: ESC_END (bit 0 clear) stands for END,
+        # ESC_ESC for ESC; anything else (END included) is a bad escape, and is dropped.
+        decoded = Mux(escaped, Mux(s_data[0], ESC, END), s_data)
+        store = Mux(escaped, s_good, s_plain)
+        write = store & ~full_body
+        m.d.comb += [
             rx_write.addr.eq(count),
             rx_write.data.eq(decoded),
-            rx_write.en.eq(store & ~full_body),
-            rx_read.addr.eq(index_next),
-            self.o.payload.eq(rx_read.data),
-            replay_write.addr.eq(kept),
-            replay_write.data.eq(self.i.payload),
-            replay_write.en.eq(kept_step),
-            replay_read.addr.eq(index_next),
-            index_next.eq(Mux(index_zero | index_one, index_one,
-                              Mux(index_step, index + 1, index))),
+            rx_write.en.eq(write),
         ]
-        m.d.sync += index.eq(index_next)
-
-        with m.If(frame_end):
-            m.d.sync += count.eq(0)
-        with m.Elif(rx_write.en):
-            m.d.sync += count.eq(count + 1)
-        with m.If(judge):
-            m.d.sync += [line.eq(0), escaped.eq(0), bad_escape.eq(0), overlong.eq(0)]
-        with m.Elif(receive):
-            m.d.sync += [line.eq(line | error), escaped.eq(~escaped & (byte == ESC))]
-            with m.If(escaped & ~good_escape):
+        with m.If(judge3):
+            m.d.sync += [count.eq(0), first.eq(1), full_body.eq(0), escaped.eq(0),
+                         line.eq(0), bad_escape.eq(0), overlong.eq(0)]
+        with m.Else():
+            with m.If(write):
+                m.d.sync += [count.eq(count + 1), first.eq(0)]
+                with m.If(count == depth - 1):
+                    m.d.sync += full_body.eq(1)
+            with m.If(s_valid & ~s_end):
+                m.d.sync += escaped.eq(~escaped & s_esc)
+            with m.If(s_error):
+                m.d.sync += line.eq(1)
+            with m.If(s_valid & escaped & ~s_good):
                 m.d.sync += bad_escape.eq(1)
             with m.If(store & full_body):
                 m.d.sync += overlong.eq(1)
-        with m.If(rx_write.en & (count == 0)):
+        with m.If(judge3 & status[7]):
+            m.d.sync += seq.eq(0)
+        with m.Elif(write & first):
             m.d.sync += seq.eq(decoded)
 
-        with m.If(judge | frame_end):
-            m.d.sync += crc.eq(0xFFFF)
-        with m.Elif(crc_update):
-            m.d.sync += crc.eq(crc16_byte(crc, Mux(self.rx.ready, decoded, body)))
+        # Judge: the checks are registered in judge1 (the CRC has taken the last byte by
+        # then), the status in judge2, and it is acted on in judge3.
+        bad = line | bad_escape | overlong | short | crc_bad
+        ignore = first & ~line & ~bad_escape
+        new = ~bad & ~repeat
+        m.d.sync += [
+            judge1.eq(s_end),
+            judge2.eq(judge1),
+            judge3.eq(judge2),
+            short.eq(count < REQUEST_OVERHEAD),
+            crc_bad.eq(crc != 0),
+            repeat.eq(last_valid & (seq == last_seq)),
+            go_execute.eq(judge2 & new),
+            go_respond.eq(judge2 & ~new & ~ignore),
+            go_ignore.eq(judge2 & ignore),
+            self.frame_ok.eq(judge2 & ~bad),
+            self.frame_error.eq(judge2 & bad & ~ignore),
+        ]
+        with m.If(judge2):
+            with m.If(line):
+                m.d.sync += status.eq(Status.LINE)
+            with m.Elif(bad_escape):
+                m.d.sync += status.eq(Status.BAD_ESCAPE)
+            with m.Elif(overlong):
+                m.d.sync += status.eq(Status.OVERLONG)
+            with m.Elif(short):
+                m.d.sync += status.eq(Status.TRUNCATED)
+            with m.Elif(crc_bad):
+                m.d.sync += status.eq(Status.BAD_CRC)
+            with m.Elif(repeat):
+                m.d.sync += status.eq(Status.REPEAT)
+            with m.Else():
+                m.d.sync += status.eq(Status.OK)
+        with m.If(go_ignore):
+            m.d.sync += receiving.eq(1)
 
-        with m.If(kept_clear):
-            m.d.sync += kept.eq(0)
-        with m.Elif(kept_step):
+        # Execute: forward the payload (rx_buffer[1 : count - 2]) on o; rx_read.data holds
+        # a byte until it is taken.
+        advance = ~o_valid | self.o.ready
+        fetch = executing & ~remaining[-1] & advance
+        forwarded = remaining[-1] & ~o_valid
+        m.d.comb += [
+            rx_read.addr.eq(rd_addr),
+            rx_read.en.eq(advance),
+        ]
+        with m.If(advance):
+            m.d.sync += o_valid.eq(fetch)
+        with m.If(judge3):
+            m.d.sync += remaining.eq(count - (REQUEST_OVERHEAD + 1))
+        with m.Elif(fetch):
+            m.d.sync += remaining.eq(remaining - 1)
+
+        # Execute: collect the output into the replay buffer.
+        take_i = self.i.valid & self.i.ready
+        done = executing & forwarded & (kept_full | (~self.i.valid & quiet[-1]))
+        m.d.comb += [
+            replay_write.addr.eq(kept),
+            replay_write.data.eq(self.i.payload),
+            replay_write.en.eq(take_i),
+        ]
+        with m.If(go_execute):
+            m.d.sync += [executing.eq(1), last_seq.eq(seq), last_valid.eq(1)]
+        with m.Elif(done):
+            m.d.sync += executing.eq(0)
+        with m.If(go_execute):
+            m.d.sync += [kept.eq(0), kept_full.eq(0)]
+        with m.Elif(take_i):
             m.d.sync += kept.eq(kept + 1)
-        with m.If(kept_clear | self.i.valid):
-            m.d.sync += quiet.eq(0)
-        with m.Elif(quiet_step):
-            m.d.sync += quiet.eq(quiet + 1)
+            with m.If(kept == max_payload - 1):
+                m.d.sync += kept_full.eq(1)
+        with m.If(go_execute | self.i.valid):
+            m.d.sync += quiet.eq(self._gap - 2)
+        with m.Elif(executing & forwarded):
+            m.d.sync += quiet.eq(quiet - 1)
 
-        # SLIP encoding of the body byte being sent.
-        special = (body == END) | (body == ESC)
-        escaped_out = Mux(second, Mux(body[0], ESC_ESC, ESC_END), Mux(special, ESC, body))
-        body_done = self.tx.valid & self.tx.ready & (second | ~special)
-        m.d.comb += self.tx.payload.eq(Mux(sending, escaped_out, END))
-        with m.If(sending & self.tx.valid & self.tx.ready):
-            m.d.sync += second.eq(special & ~second)
+        # Respond: load the fields into body, one whenever it is empty, at most every third
+        # cycle. The byte's checks are registered in the cycle after (loaded).
+        m.d.sync += start_resp.eq(go_respond | done)
+        free = ~loaded & ~body_valid
+        load = responding & free & ~f_done
+        load_payload = free & f_payload & more
+        header = (Mux(f_end0 | f_end1, END, 0) |
+                  Mux(f_seq, seq, 0) |
+                  Mux(f_status, status, 0) |
+                  Mux(f_flags, idle_flag, 0) |
+                  Mux(f_payload, crc[8:], 0) |           # once the payload is out
+                  Mux(f_crc_low, crc[:8], 0))
+        m.d.comb += replay_read.addr.eq(rd_addr)
+        # rd_addr moves at most every third cycle in the response: more (two cycles late)
+        # and pay_data are up to date at each load.
+        half = len(rd_addr) // 2
+        m.d.sync += [
+            differs.eq(Cat(rd_addr[:half] != kept[:half], rd_addr[half:] != kept[half:])),
+            more.eq(~status[7] & differs.any()),
+            pay_data.eq(replay_read.data),
+            loaded.eq(load),
+        ]
+        with m.If(judge3):
+            m.d.sync += rd_addr.eq(1)
+        with m.Elif(start_resp):
+            m.d.sync += rd_addr.eq(0)
+        with m.Elif(fetch | load_payload):
+            m.d.sync += rd_addr.eq(rd_addr + 1)
+        with m.If(load & f_end0):
+            m.d.sync += idle_flag.eq(self.idle & ~self.i.valid)
+        with m.If(start_resp):
+            m.d.sync += [field.eq(0) for field in fields]
+            m.d.sync += f_end0.eq(1)
+        with m.Elif(load):
+            m.d.sync += [
+                f_end0.eq(0),
+                f_seq.eq(f_end0),
+                f_status.eq(f_seq),
+                f_flags.eq(f_status),
+                f_payload.eq(f_flags | (f_payload & more)),
+                f_crc_low.eq(f_payload & ~more),
+                f_end1.eq(f_crc_low),
+                f_done.eq(f_end1),
+                body.eq(Mux(f_payload & more, pay_data, header)),
+                body_raw.eq(f_end0 | f_end1),
+                body_crc.eq(f_seq | f_status | f_flags | (f_payload & more)),
+            ]
+        with m.If(loaded):
+            m.d.sync += body_esc.eq(~body_raw & ((body == END) | (body == ESC)))
 
-        with m.FSM():
-            with m.State("RECEIVE"):
-                m.d.comb += [self.rx.ready.eq(1), crc_update.eq(rx_write.en)]
-                line_any = line | error
-                escape_any = escaped | bad_escape
-                with m.If(judge & ((count != 0) | line_any | escape_any)):
-                    bad = line_any | escape_any | overlong | (count < REQUEST_OVERHEAD) | \
-                        (crc != 0)
-                    m.d.comb += [self.frame_error.eq(bad), self.frame_ok.eq(~bad)]
-                    m.next = "START"
-                    with m.If(line_any):
-                        m.d.sync += status.eq(Status.LINE)
-                    with m.Elif(escape_any):
-                        m.d.sync += status.eq(Status.BAD_ESCAPE)
-                    with m.Elif(overlong):
-                        m.d.sync += status.eq(Status.OVERLONG)
-                    with m.Elif(count < REQUEST_OVERHEAD):
-                        m.d.sync += status.eq(Status.TRUNCATED)
-                    with m.Elif(crc != 0):
-                        m.d.sync += status.eq(Status.BAD_CRC)
-                    with m.Elif(last_valid & (seq == last_seq)):
-                        m.d.sync += status.eq(Status.REPEAT)
-                    with m.Else():
-                        m.d.sync += status.eq(Status.OK)
-                        m.d.comb += [kept_clear.eq(1), index_one.eq(1)]   # payload at 1
-                        m.next = "EXECUTE"
-                    with m.If(bad):
-                        m.d.sync += seq.eq(0)
+        # Respond: SLIP-encode body into the tx register.
+        tx_free = ~tx_valid | self.tx.ready
+        emit = tx_free & body_valid
+        with m.If(tx_free):
+            m.d.sync += tx_valid.eq(body_valid)
+        with m.If(emit):
+            m.d.sync += [
+                tx_data.eq(Mux(second, Cat(body[0], Const(ESC_END >> 1, 7)),
+                               Mux(body_esc, ESC, body))),
+                second.eq(body_esc & ~second),
+            ]
+        with m.If(loaded):
+            m.d.sync += body_valid.eq(1)
+        with m.Elif(emit & (second | ~body_esc)):
+            m.d.sync += body_valid.eq(0)
+        finish = f_done & free & ~tx_valid        # the closing END has been taken
+        with m.If(start_resp):
+            m.d.sync += responding.eq(1)
+        with m.Elif(finish):
+            m.d.sync += [responding.eq(0), f_done.eq(0), receiving.eq(1)]
 
-            with m.State("EXECUTE"):
-                forwarded = index + 2 == count      # the payload is at 1 .. count - 3
-                full = kept == max_payload
-                m.d.comb += [
-                    self.o.valid.eq(~forwarded),
-                    index_step.eq(self.o.ready & ~forwarded),
-                    self.i.ready.eq(~full),
-                    kept_step.eq(self.i.valid & ~full),
-                    quiet_step.eq(forwarded),
-                ]
-                with m.If(forwarded & (full | (~self.i.valid & (quiet == self._gap - 1)))):
-                    m.d.sync += [last_seq.eq(seq), last_valid.eq(1)]
-                    m.next = "START"
-
-            with m.State("START"):
-                m.d.comb += [self.tx.valid.eq(1), index_zero.eq(1)]
-                m.d.sync += idle_flag.eq(self.idle & ~self.i.valid)
-                with m.If(self.tx.ready):
-                    m.next = "HEADER"
-
-            with m.State("HEADER"):
-                # index 0: seq, 1: status, 2: flags.
-                m.d.comb += [
-                    self.tx.valid.eq(1),
-                    sending.eq(1),
-                    body.eq(Mux(index[1], Cat(idle_flag, Const(0, 7)),
-                                Mux(index[0], status, seq))),
-                    crc_update.eq(body_done),
-                    index_step.eq(body_done),
-                ]
-                with m.If(body_done & index[1]):
-                    m.d.comb += index_zero.eq(1)
-                    with m.If(~status[7] & (kept != 0)):
-                        m.next = "PAYLOAD"
-                    with m.Else():
-                        m.next = "CRC"
-
-            with m.State("PAYLOAD"):
-                m.d.comb += [
-                    self.tx.valid.eq(1),
-                    sending.eq(1),
-                    body.eq(replay_read.data),
-                    crc_update.eq(body_done),
-                    index_step.eq(body_done),
-                ]
-                with m.If(body_done & (index + 1 == kept)):
-                    m.d.comb += index_zero.eq(1)
-                    m.next = "CRC"
-
-            with m.State("CRC"):
-                # index 0: the high byte, 1: the low byte.
-                m.d.comb += [
-                    self.tx.valid.eq(1),
-                    sending.eq(1),
-                    body.eq(Mux(index[0], crc[:8], crc[8:])),
-                    index_step.eq(body_done),
-                ]
-                with m.If(body_done & index[0]):
-                    m.next = "STOP"
-
-            with m.State("STOP"):
-                m.d.comb += [self.tx.valid.eq(1), frame_end.eq(self.tx.ready)]
-                with m.If(self.tx.ready):
-                    m.next = "RECEIVE"
+        # The CRC: cleared for the response in judge3, and for the next frame once the
+        # response's CRC is loaded.
+        m.d.sync += [
+            crc_in.eq(Mux(responding, body, decoded)),
+            crc_step.eq(write | (loaded & body_crc)),
+        ]
+        with m.If(judge3 | (load & f_end1)):
+            m.d.sync += crc.eq(0xFFFF)
+        with m.Elif(crc_step):
+            m.d.sync += crc.eq(crc16_byte(crc, crc_in))
 
         return m

@@ -1,7 +1,7 @@
 """The host side of the serial link: framing, retries and the serial backend, on the model line.
 
 The board side (rtl/link.py) is checked against the same protocol model in
-tests/rtl/test_link.py, and the whole chain (host, UART, bridge, accelerator RTL) in
+tests/rtl/test_link_bridge.py, and the whole chain (host, UART, bridge, accelerator RTL) in
 tests/rtl/test_serial_accelerator.py.
 """
 

@@ -328,12 +328,13 @@ def test_gap(gap):
 
 
 def test_latency():
-    """The first response byte comes 1 cycle after the closing END for an error or a REPEAT,
-    n + gap + 1 cycles after it for a new request of n bytes with no output."""
+    """Counted from the cycle the closing END is taken: the LED pulse comes 4 cycles after it,
+    the payload of a new request of n bytes in cycles 6 to n + 5, and the first response byte
+    9 cycles after it for an error or a REPEAT, n + gap + 10 for the new request (no output)."""
     gap, n = 4, 5
     dut = LinkBridge(max_payload=16, gap=gap)
     frames = [encode_request(1, bytes(range(n))), encode_request(1), slip_encode(b"\x01")]
-    delays = []
+    delays, pulses, forwarded = [], [], []
 
     async def bench(ctx):
         ctx.set(dut.o.ready, 1)
@@ -342,7 +343,12 @@ def test_latency():
             for byte in frame:
                 await stream_put(ctx, dut.rx, {"data": byte, "error": 0})
             cycles = 1                              # the END was taken in the cycle before
+            forwarded.append([])
             while not ctx.get(dut.tx.valid):
+                if ctx.get(dut.frame_ok) or ctx.get(dut.frame_error):
+                    pulses.append((cycles, ctx.get(dut.frame_ok)))
+                if ctx.get(dut.o.valid):
+                    forwarded[-1].append(cycles)
                 await ctx.tick()
                 cycles += 1
             delays.append(cycles)
@@ -352,7 +358,9 @@ def test_latency():
                     break
 
     simulate(dut, [bench], deadline=1e-3)
-    assert delays == [n + gap + 1, 1, 1]
+    assert delays == [n + gap + 10, 9, 9]
+    assert pulses == [(4, 1), (4, 1), (4, 0)]
+    assert forwarded == [list(range(6, n + 6)), [], []]
 
 
 @pytest.mark.parametrize("kwargs, error", [
