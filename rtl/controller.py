@@ -27,7 +27,7 @@ from .accumulator import AccumulatorWrite
 from .counters import COUNTER_BITS, PerformanceCounters
 from .params import check_int
 from .host_link import (ADDR_BITS, PayloadKind, PayloadReceiver, ResponseKind, ResponseSender,
-                        RowRange, check_geometry, overlaps)
+                        RowRange, check_geometry, overlaps, row_shape)
 from .mxu import ActivationRow, ResultRow, WeightRow
 from .ppu import AccumulatorRow, PostProcessorConfig, QuantizedRow
 from .unified_buffer import ReadRequest, ReadResponse, RowWrite
@@ -60,15 +60,20 @@ class InstructionWord(data.StructLayout):
 class PendingRange(data.StructLayout):
     """A row range with a valid bit: rows a MATMUL has still to write into the accumulators.
 
+    Parameters
+    ----------
+    depth : int
+        Rows in the accumulator memory.
+
     Members
     -------
     valid : unsigned(1)
         The entry is in use.
-    range : RowRange
+    range : RowRange(depth)
         The rows.
     """
-    def __init__(self):
-        super().__init__({"valid": 1, "range": RowRange()})
+    def __init__(self, depth):
+        super().__init__({"valid": 1, "range": RowRange(depth)})
 
 
 def memory_signature(write, depth, row):
@@ -88,22 +93,23 @@ def _flag(flags, flag):
     return (flags & int(flag)) != 0
 
 
-def _set_range(m, target, lo, count):
-    m.d.sync += [target.lo.eq(lo), target.hi.eq(lo + count)]
-
-
 class LoadCommand(data.StructLayout):
     """A LOAD_WEIGHTS for the :class:`WeightLoader`.
 
+    Parameters
+    ----------
+    wm_depth : int
+        Rows in the weight memory.
+
     Members
     -------
-    addr : unsigned(16)
-        Weight memory row of the tile's row 0.
+    addr : unsigned(ceil_log2(wm_depth))
+        Weight memory row of the tile's row 0 (the tile lies inside the memory).
     signed : unsigned(1)
         The weights are int8.
     """
-    def __init__(self):
-        super().__init__({"addr": ADDR_BITS, "signed": 1})
+    def __init__(self, wm_depth):
+        super().__init__({"addr": row_shape(wm_depth), "signed": 1})
 
 
 class WeightLoader(wiring.Component):
@@ -122,13 +128,13 @@ class WeightLoader(wiring.Component):
     -------
     start : In(1)
         Begin a LOAD_WEIGHTS (only while ``busy`` is low).
-    command : In(LoadCommand())
+    command : In(LoadCommand(wm_depth))
         Sampled with ``start``.
     busy : Out(1)
         Rows remain to be taken by the MXU.
     reading : Out(1)
         Read requests remain to be sent: ``read_range`` must not be overwritten yet.
-    read_range : Out(RowRange())
+    read_range : Out(RowRange(wm_depth))
         The tile's weight memory rows.
     wm_r_addr : Out(stream.Signature(ReadRequest(wm_depth)))
         Weight memory read requests.
@@ -142,10 +148,10 @@ class WeightLoader(wiring.Component):
         self._geometry = g = geometry
         super().__init__({
             "start":      In(1),
-            "command":    In(LoadCommand()),
+            "command":    In(LoadCommand(g.wm_depth)),
             "busy":       Out(1),
             "reading":    Out(1),
-            "read_range": Out(RowRange()),
+            "read_range": Out(RowRange(g.wm_depth)),
             "wm_r_addr":  Out(stream.Signature(ReadRequest(g.wm_depth))),
             "wm_r_data":  In(stream.Signature(ReadResponse(
                 data.ArrayLayout(unsigned(8), g.cols)))),
@@ -156,7 +162,7 @@ class WeightLoader(wiring.Component):
         m = Module()
         rows = self._geometry.rows
 
-        req_addr     = Signal(ADDR_BITS, name="load_req_addr")
+        req_addr     = Signal(row_shape(self._geometry.wm_depth), name="load_req_addr")
         req_left     = Signal(range(rows + 1), name="load_req_left")
         deliver_left = Signal(range(rows + 1), name="load_deliver_left")
         is_signed    = Signal(name="load_signed")
@@ -183,21 +189,25 @@ class WeightLoader(wiring.Component):
                 deliver_left.eq(rows),
                 is_signed.eq(self.command.signed),
             ]
-            _set_range(m, self.read_range, self.command.addr, rows)
+            m.d.sync += [self.read_range.lo.eq(self.command.addr),
+                         self.read_range.hi.eq(self.command.addr + rows)]
         return m
 
 
 class MatmulCommand(data.StructLayout):
     """A MATMUL for the :class:`MatmulUnit`.
 
+    Parameters
+    ----------
+    geometry : firmware.isa.Geometry
+        Array size and memory depths.
+
     Members
     -------
-    ub_addr : unsigned(16)
-        First unified buffer row (activations).
-    acc_addr : unsigned(16)
-        First accumulator row written.
-    n : unsigned(16)
-        Rows, 1 or more.
+    ub : RowRange(ub_depth)
+        Unified buffer rows read (activations), 1 or more.
+    acc : RowRange(acc_depth)
+        Accumulator rows written, as many.
     signed : unsigned(1)
         The activations are int8.
     accumulate : unsigned(1)
@@ -205,8 +215,8 @@ class MatmulCommand(data.StructLayout):
     swap : unsigned(1)
         Mark the first row ``first``: switch to the loaded tile.
     """
-    def __init__(self):
-        super().__init__({"ub_addr": ADDR_BITS, "acc_addr": ADDR_BITS, "n": ADDR_BITS,
+    def __init__(self, geometry):
+        super().__init__({"ub": RowRange(geometry.ub_depth), "acc": RowRange(geometry.acc_depth),
                           "signed": 1, "accumulate": 1, "swap": 1})
 
 
@@ -235,7 +245,7 @@ class MatmulUnit(wiring.Component):
     start : In(1)
         Begin a MATMUL (while ``feeding`` is low or ``finishing`` is high, and ``full`` is
         low).
-    command : In(MatmulCommand())
+    command : In(MatmulCommand(geometry))
         Sampled with ``start``.
     feeding : Out(1)
         Read requests remain to be sent: ``read_range`` must not be overwritten yet.
@@ -245,9 +255,9 @@ class MatmulUnit(wiring.Component):
         Every queue entry is in use.
     idle : Out(1)
         Nothing in flight: no requests to send, and every result has landed.
-    read_range : Out(RowRange())
+    read_range : Out(RowRange(ub_depth))
         Unified buffer rows of the MATMUL being fed.
-    acc_writes : Out(ArrayLayout(PendingRange(), MATMUL_QUEUE))
+    acc_writes : Out(ArrayLayout(PendingRange(acc_depth), MATMUL_QUEUE))
         Accumulator rows of every MATMUL whose writes have not all landed.
     ub_r_addr : Out(stream.Signature(ReadRequest(ub_depth)))
         Unified buffer read requests.
@@ -265,13 +275,13 @@ class MatmulUnit(wiring.Component):
         self._geometry = g = geometry
         super().__init__({
             "start":      In(1),
-            "command":    In(MatmulCommand()),
+            "command":    In(MatmulCommand(g)),
             "feeding":    Out(1),
             "finishing":  Out(1),
             "full":       Out(1),
             "idle":       Out(1),
-            "read_range": Out(RowRange()),
-            "acc_writes": Out(data.ArrayLayout(PendingRange(), MATMUL_QUEUE)),
+            "read_range": Out(RowRange(g.ub_depth)),
+            "acc_writes": Out(data.ArrayLayout(PendingRange(g.acc_depth), MATMUL_QUEUE)),
             "ub_r_addr":  Out(stream.Signature(ReadRequest(g.ub_depth))),
             "ub_r_data":  In(stream.Signature(ReadResponse(
                 data.ArrayLayout(unsigned(8), g.rows)))),
@@ -282,11 +292,11 @@ class MatmulUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        g = self._geometry
         cmd = self.command
 
-        # Feeder.
-        req_addr  = Signal(ADDR_BITS, name="mm_req_addr")
-        req_left  = Signal(ADDR_BITS, name="mm_req_left")
+        # Feeder: requests rows req_addr .. read_range.hi - 1.
+        req_addr  = Signal(range(g.ub_depth + 1), name="mm_req_addr")
         req_first = Signal(name="mm_req_first")
         is_signed = Signal(name="mm_signed")
         # Flags of the row in the read port's response register, which moves in step with it.
@@ -294,12 +304,14 @@ class MatmulUnit(wiring.Component):
         resp_signed = Signal(name="mm_resp_signed")
 
         fire = self.ub_r_addr.valid & self.ub_r_addr.ready
+        next_addr = req_addr + 1
+        last_request = next_addr == self.read_range.hi
         m.d.comb += [
-            self.feeding.eq(req_left != 0),
-            self.finishing.eq(fire & (req_left == 1)),
+            self.feeding.eq(req_addr != self.read_range.hi),
+            self.finishing.eq(fire & last_request),
             self.ub_r_addr.valid.eq(self.feeding),
             self.ub_r_addr.payload.addr.eq(req_addr),
-            self.ub_r_addr.payload.last.eq(req_left == 1),
+            self.ub_r_addr.payload.last.eq(last_request),
             self.x.valid.eq(self.ub_r_data.valid),
             self.x.payload.data.eq(self.ub_r_data.payload.data),
             self.x.payload.signed.eq(resp_signed),
@@ -309,27 +321,25 @@ class MatmulUnit(wiring.Component):
         ]
         with m.If(fire):
             m.d.sync += [
-                req_addr.eq(req_addr + 1),
-                req_left.eq(req_left - 1),
+                req_addr.eq(next_addr),
                 req_first.eq(0),
                 resp_first.eq(req_first),
                 resp_signed.eq(is_signed),
             ]
         with m.If(self.start):
             m.d.sync += [
-                req_addr.eq(cmd.ub_addr),
-                req_left.eq(cmd.n),
+                req_addr.eq(cmd.ub.lo),
                 req_first.eq(cmd.swap),
                 is_signed.eq(cmd.signed),
+                self.read_range.eq(cmd.ub),
             ]
-            _set_range(m, self.read_range, cmd.ub_addr, cmd.n)
 
         # Write-back queue: entries are allocated at `tail` and retired from `head`.
         queue = self.acc_writes
         accumulate = Signal(MATMUL_QUEUE, name="mm_accumulate")
         head = Signal(range(MATMUL_QUEUE), name="mm_head")
         tail = Signal(range(MATMUL_QUEUE), name="mm_tail")
-        row  = Signal(ADDR_BITS, name="mm_wb_row")          # row within the head's MATMUL
+        row  = Signal(row_shape(g.acc_depth), name="mm_wb_row")  # row within the head's MATMUL
         freeing = Signal(name="mm_freeing")                 # the head retired last cycle
         freed   = Signal(range(MATMUL_QUEUE), name="mm_freed")
 
@@ -353,8 +363,8 @@ class MatmulUnit(wiring.Component):
             m.d.sync += tail.eq(tail + 1)
         for k in range(MATMUL_QUEUE):
             with m.If(self.start & (tail == k)):
-                m.d.sync += [queue[k].valid.eq(1), accumulate[k].eq(cmd.accumulate)]
-                _set_range(m, queue[k].range, cmd.acc_addr, cmd.n)
+                m.d.sync += [queue[k].valid.eq(1), accumulate[k].eq(cmd.accumulate),
+                             queue[k].range.eq(cmd.acc)]
             with m.Elif(freeing & (freed == k)):
                 m.d.sync += queue[k].valid.eq(0)
         return m
@@ -363,20 +373,23 @@ class MatmulUnit(wiring.Component):
 class ActivateCommand(data.StructLayout):
     """An ACTIVATE for the :class:`ActivateUnit`.
 
+    Parameters
+    ----------
+    geometry : firmware.isa.Geometry
+        Array size and memory depths.
+
     Members
     -------
-    acc_addr : unsigned(16)
-        First accumulator row read.
-    ub_addr : unsigned(16)
-        First unified buffer row written.
-    n : unsigned(16)
-        Rows, 1 or more.
-    lane : unsigned(8)
+    acc : RowRange(acc_depth)
+        Accumulator rows read, 1 or more.
+    ub : RowRange(ub_depth)
+        Unified buffer rows written, as many.
+    lane : unsigned(max(ceil_log2(R - C + 1), 1))
         The first of the C bytes written in each unified buffer row, at most R - C.
     """
-    def __init__(self):
-        super().__init__({"acc_addr": ADDR_BITS, "ub_addr": ADDR_BITS, "n": ADDR_BITS,
-                          "lane": 8})
+    def __init__(self, geometry):
+        super().__init__({"acc": RowRange(geometry.acc_depth), "ub": RowRange(geometry.ub_depth),
+                          "lane": range(max(geometry.rows - geometry.cols + 1, 2))})
 
 
 class ActivateUnit(wiring.Component):
@@ -396,15 +409,15 @@ class ActivateUnit(wiring.Component):
     -------
     start : In(1)
         Begin an ACTIVATE (only while ``busy`` is low).
-    command : In(ActivateCommand())
+    command : In(ActivateCommand(geometry))
         Sampled with ``start``.
     busy : Out(1)
         Rows remain to be written.
     reading : Out(1)
         Accumulator read requests remain to be sent.
-    read_range : Out(RowRange())
+    read_range : Out(RowRange(acc_depth))
         The accumulator rows read.
-    write_range : Out(RowRange())
+    write_range : Out(RowRange(ub_depth))
         The unified buffer rows written.
     acc_r_addr : Out(stream.Signature(ReadRequest(acc_depth)))
         Accumulator read requests.
@@ -422,11 +435,11 @@ class ActivateUnit(wiring.Component):
         self._geometry = g = geometry
         super().__init__({
             "start":       In(1),
-            "command":     In(ActivateCommand()),
+            "command":     In(ActivateCommand(g)),
             "busy":        Out(1),
             "reading":     Out(1),
-            "read_range":  Out(RowRange()),
-            "write_range": Out(RowRange()),
+            "read_range":  Out(RowRange(g.acc_depth)),
+            "write_range": Out(RowRange(g.ub_depth)),
             "acc_r_addr":  Out(stream.Signature(ReadRequest(g.acc_depth))),
             "acc_r_data":  In(stream.Signature(ReadResponse(
                 data.ArrayLayout(signed(32), g.cols)))),
@@ -438,21 +451,22 @@ class ActivateUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        rows, cols = self._geometry.rows, self._geometry.cols
+        g = self._geometry
+        rows, cols = g.rows, g.cols
         cmd = self.command
 
-        req_addr = Signal(ADDR_BITS, name="act_req_addr")
-        req_left = Signal(ADDR_BITS, name="act_req_left")
-        wr_addr  = Signal(ADDR_BITS, name="act_wr_addr")
-        lane     = Signal(8, name="act_lane")
+        req_addr = Signal(range(g.acc_depth + 1), name="act_req_addr")  # up to read_range.hi
+        wr_addr  = Signal(row_shape(g.ub_depth), name="act_wr_addr")
+        lane     = Signal.like(cmd.lane, name="act_lane")
         busy     = Signal(name="act_busy")
+        next_addr = req_addr + 1
 
         m.d.comb += [
             self.busy.eq(busy),
-            self.reading.eq(req_left != 0),
+            self.reading.eq(req_addr != self.read_range.hi),
             self.acc_r_addr.valid.eq(self.reading),
             self.acc_r_addr.payload.addr.eq(req_addr),
-            self.acc_r_addr.payload.last.eq(req_left == 1),
+            self.acc_r_addr.payload.last.eq(next_addr == self.read_range.hi),
             self.ppu_i.valid.eq(self.acc_r_data.valid),
             self.ppu_i.payload.data.eq(self.acc_r_data.payload.data),
             self.ppu_i.payload.last.eq(self.acc_r_data.payload.last),
@@ -462,32 +476,36 @@ class ActivateUnit(wiring.Component):
             self.ppu_o.ready.eq(self.ub_w.ready),
         ]
         # Place the C bytes at the lane offset; the mask keeps the row's other bytes.
-        with m.Switch(lane):
-            for offset in range(max(rows - cols + 1, 0)):
-                with m.Case(offset):
-                    m.d.comb += [
-                        self.ub_w.payload.data.eq(Cat(Const(0, 8 * offset),
-                                                      self.ppu_o.payload.data)),
-                        self.ub_w.payload.mask.eq(((1 << cols) - 1) << offset),
-                    ]
-            with m.Default():                       # the decoder never issues such a lane
-                m.d.comb += self.ub_w.payload.mask.eq(0)
+        offsets = max(rows - cols + 1, 0)
+        if offsets == 1:                            # R = C: lane 0 is the only one
+            m.d.comb += [self.ub_w.payload.data.eq(self.ppu_o.payload.data),
+                         self.ub_w.payload.mask.eq((1 << cols) - 1)]
+        else:
+            with m.Switch(lane):
+                for offset in range(offsets):
+                    with m.Case(offset):
+                        m.d.comb += [
+                            self.ub_w.payload.data.eq(Cat(Const(0, 8 * offset),
+                                                          self.ppu_o.payload.data)),
+                            self.ub_w.payload.mask.eq(((1 << cols) - 1) << offset),
+                        ]
+                with m.Default():                   # the decoder never issues such a lane
+                    m.d.comb += self.ub_w.payload.mask.eq(0)
         with m.If(self.acc_r_addr.valid & self.acc_r_addr.ready):
-            m.d.sync += [req_addr.eq(req_addr + 1), req_left.eq(req_left - 1)]
+            m.d.sync += req_addr.eq(next_addr)
         with m.If(self.ub_w.valid & self.ub_w.ready):
             m.d.sync += wr_addr.eq(wr_addr + 1)
             with m.If(self.ppu_o.payload.last):
                 m.d.sync += busy.eq(0)
         with m.If(self.start):
             m.d.sync += [
-                req_addr.eq(cmd.acc_addr),
-                req_left.eq(cmd.n),
-                wr_addr.eq(cmd.ub_addr),
+                req_addr.eq(cmd.acc.lo),
+                wr_addr.eq(cmd.ub.lo),
                 lane.eq(cmd.lane),
                 busy.eq(1),
+                self.read_range.eq(cmd.acc),
+                self.write_range.eq(cmd.ub),
             ]
-            _set_range(m, self.read_range, cmd.acc_addr, cmd.n)
-            _set_range(m, self.write_range, cmd.ub_addr, cmd.n)
         return m
 
 
@@ -520,6 +538,20 @@ def _share_read_port(m, name, request, response, users):
         ]
     with m.If(request.valid & request.ready):
         m.d.sync += owner.eq(select)
+
+
+def _exceeds(value, limit):
+    """``value > limit`` for a constant ``limit``, as a chain of gates rather than a subtractor
+    (which would take a carry chain as wide as ``value``)."""
+    if limit >> len(value):
+        return Const(0)
+    greater = Const(0)
+    for i in range(len(value)):
+        if (limit >> i) & 1:
+            greater = value[i] & greater
+        else:
+            greater = value[i] | greater
+    return greater
 
 
 #: Per opcode: the flag bits it accepts, and whether it uses a, b and n (docs/isa.md).
@@ -656,7 +688,7 @@ class Controller(wiring.Component):
         rows, cols = g.rows, g.cols
 
         m.submodules.receiver = rx = PayloadReceiver(g)
-        m.submodules.sender   = tx = ResponseSender(g)
+        m.submodules.sender   = tx = ResponseSender(g, counter_bits=self._counter_bits)
         m.submodules.loader   = loader = WeightLoader(g)
         m.submodules.matmul   = mm = MatmulUnit(g)
         m.submodules.activate = act = ActivateUnit(g)
@@ -692,9 +724,11 @@ class Controller(wiring.Component):
             m.d.sync += ppu_config.eq(rx.config)
         m.d.comb += self.ppu.cfg.eq(ppu_config)
 
-        # Front end: the word register, or payload bytes for the receiver.
+        # Front end: the word register (the top of the receiver's shift register), or payload
+        # bytes for the receiver.
         word_bits  = Signal(8 * WORD, name="word")
         word       = data.View(InstructionWord(), word_bits)
+        m.d.comb += word_bits.eq(rx.recent)
         word_count = Signal(range(WORD + 1), name="word_count")
         word_full  = Signal()
         retire     = Signal()
@@ -707,86 +741,94 @@ class Controller(wiring.Component):
             # when a payload follows (the receiver starts next cycle).
             self.i.ready.eq(rx.receiving | ~word_full | (retire & ~to_payload)),
             word_byte.eq(self.i.valid & self.i.ready & ~rx.receiving),
+            rx.word_in.eq(word_byte),
             rx.i.valid.eq(self.i.valid & rx.receiving),
             rx.i.payload.eq(self.i.payload),
         ]
-        with m.If(word_byte):
-            m.d.sync += word_bits.eq(Cat(word_bits[8:], self.i.payload))
         with m.If(retire):
             m.d.sync += word_count.eq(word_byte)
         with m.Elif(word_byte):
             m.d.sync += word_count.eq(word_count + 1)
 
         # The decode stage: everything that depends only on the word is computed from the word
-        # as it will be next cycle and registered (``d_`` signals), so that the adders and
-        # comparators of the checks are not in series with the scoreboard. When the last byte
-        # enters (count 7), the next word is the shifted one; when the word is full it stays.
-        # In every other case the word is not full next cycle and the d_ values are unused.
+        # as it completes (``d_`` signals) and registered, so that the adders and comparators
+        # of the checks are not in series with the scoreboard. The registers load when the last
+        # byte enters (``decode``) and hold while the word is full; they are used only then.
         d_bits = Signal(8 * WORD, name="d_word")
-        m.d.comb += d_bits.eq(Mux(word_count == WORD - 1, Cat(word_bits[8:], self.i.payload),
-                                  word_bits))
+        m.d.comb += d_bits.eq(Cat(word_bits[8:], self.i.payload))
         d_word = data.View(InstructionWord(), d_bits)
+        decode = Signal()                    # the word is complete at the next clock edge
+        m.d.comb += decode.eq(word_byte & (word_count == WORD - 1))
 
         # Decoder state.
         faulted   = Signal()
         pending   = Signal()                 # a loaded tile waits for its swap
         index     = Signal(32, name="index")  # instruction words since the last SYNC
-        err_code  = Signal(8, name="error_code")
+        err_code  = Signal(range(max(ErrorCode) + 1), name="error_code")
         err_index = Signal(32, name="error_index")
-        ppu_index = Signal(32, name="set_ppu_index")
 
-        op, flags, a, b, n = word.opcode, word.flags, word.a, word.b, word.n
+        flags, a, b, n = word.flags, word.a, word.b, word.n
         d_op, d_flags, d_a, d_b, d_n = (d_word.opcode, d_word.flags, d_word.a, d_word.b,
                                         d_word.n)
         is_op = {opcode: Signal(name=f"is_{opcode.name.lower()}") for opcode in Opcode}
-        for opcode, signal in is_op.items():
-            m.d.sync += signal.eq(d_op == int(opcode))
-        known = Cat(is_op.values()).any()
         is_sync_word = Signal()
-        m.d.sync += is_sync_word.eq(d_bits == int.from_bytes(SYNC_WORD, "little"))
-
-        # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC word.
         malformed = Signal()
-        with m.Switch(d_op):
-            for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
-                with m.Case(int(opcode)):
-                    bad = (d_flags & (~int(allowed) & 0xff)) != 0
-                    for field, used in ((d_a, uses_a), (d_b, uses_b), (d_n, uses_n)):
-                        if not used:
-                            bad = bad | (field != 0)
-                    if uses_n:
-                        bad = bad | (d_n == 0)
-                    if opcode == Opcode.ACTIVATE:
-                        bad = bad | (d_flags + cols > rows)
-                    m.d.sync += malformed.eq(bad)
-            with m.Case(int(Opcode.SYNC)):
-                m.d.sync += malformed.eq(d_bits != int.from_bytes(SYNC_WORD, "little"))
-            with m.Default():                       # an illegal opcode: reported as such
-                m.d.sync += malformed.eq(0)
-
-        # ADDRESS: a row range past the end of its memory.
-        a_range = Signal(RowRange())
-        b_range = Signal(RowRange())
-        m.d.comb += [a_range.lo.eq(a), b_range.lo.eq(b)]
         address = Signal()
-        d_a_hi, d_b_hi, d_tile_hi = d_a + d_n, d_b + d_n, d_a + rows
-        m.d.sync += [a_range.hi.eq(d_a_hi), b_range.hi.eq(d_b_hi)]
-        with m.Switch(d_op):
-            for opcode, checks in {
-                Opcode.WRITE_UB:     [(d_a_hi, g.ub_depth)],
-                Opcode.WRITE_WM:     [(d_a_hi, g.wm_depth)],
-                Opcode.LOAD_WEIGHTS: [(d_tile_hi, g.wm_depth)],
-                Opcode.MATMUL:       [(d_a_hi, g.ub_depth), (d_b_hi, g.acc_depth)],
-                Opcode.ACTIVATE:     [(d_a_hi, g.acc_depth), (d_b_hi, g.ub_depth)],
-                Opcode.READ_UB:      [(d_a_hi, g.ub_depth)],
-                Opcode.READ_ACC:     [(d_a_hi, g.acc_depth)],
-            }.items():
-                with m.Case(int(opcode)):
-                    m.d.sync += address.eq(Cat(hi > depth for hi, depth in checks).any())
-            with m.Default():                       # no row range
-                m.d.sync += address.eq(0)
+        # Ends of the ranges a .. a + n - 1 and b .. b + n - 1, at the width of the deepest
+        # memory: they are used only once the ADDRESS check has passed.
+        deepest = max(g.ub_depth, g.wm_depth, g.acc_depth)
+        a_hi = Signal(range(deepest + 1), name="a_hi")
+        b_hi = Signal(range(deepest + 1), name="b_hi")
+        d_a_hi, d_b_hi = d_a + d_n, d_b + d_n
+        d_sync = Signal()
+        m.d.comb += d_sync.eq(d_bits == int.from_bytes(SYNC_WORD, "little"))
 
-        error = Signal(8, name="decode_error")
+        with m.If(decode):
+            for opcode, signal in is_op.items():
+                m.d.sync += signal.eq(d_op == int(opcode))
+            m.d.sync += [
+                is_sync_word.eq(d_sync),
+                a_hi.eq(d_a_hi),
+                b_hi.eq(d_b_hi),
+            ]
+            # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC
+            # word.
+            with m.Switch(d_op):
+                for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
+                    with m.Case(int(opcode)):
+                        bad = (d_flags & (~int(allowed) & 0xff)) != 0
+                        for field, used in ((d_a, uses_a), (d_b, uses_b), (d_n, uses_n)):
+                            if not used:
+                                bad = bad | (field != 0)
+                        if uses_n:
+                            bad = bad | (d_n == 0)
+                        if opcode == Opcode.ACTIVATE:
+                            bad = bad | (d_flags + cols > rows)
+                        m.d.sync += malformed.eq(bad)
+                with m.Case(int(Opcode.SYNC)):
+                    m.d.sync += malformed.eq(~d_sync)
+                with m.Default():                   # an illegal opcode: reported as such
+                    m.d.sync += malformed.eq(0)
+            # ADDRESS: a row range past the end of its memory (on the full 17-bit ends; a tile
+            # of R rows from a ends past the end if a > wm_depth - R).
+            with m.Switch(d_op):
+                for opcode, checks in {
+                    Opcode.WRITE_UB:     [(d_a_hi, g.ub_depth)],
+                    Opcode.WRITE_WM:     [(d_a_hi, g.wm_depth)],
+                    Opcode.LOAD_WEIGHTS: [(d_a, g.wm_depth - rows)],
+                    Opcode.MATMUL:       [(d_a_hi, g.ub_depth), (d_b_hi, g.acc_depth)],
+                    Opcode.ACTIVATE:     [(d_a_hi, g.acc_depth), (d_b_hi, g.ub_depth)],
+                    Opcode.READ_UB:      [(d_a_hi, g.ub_depth)],
+                    Opcode.READ_ACC:     [(d_a_hi, g.acc_depth)],
+                }.items():
+                    with m.Case(int(opcode)):
+                        m.d.sync += address.eq(Cat(_exceeds(value, limit)
+                                                   for value, limit in checks).any())
+                with m.Default():                   # no row range
+                    m.d.sync += address.eq(0)
+        known = Cat(is_op.values()).any()
+
+        error = Signal.like(err_code, name="decode_error")
         with m.If(~known):
             m.d.comb += error.eq(int(ErrorCode.ILLEGAL_OPCODE))
         with m.Elif(malformed):
@@ -799,13 +841,24 @@ class Controller(wiring.Component):
             m.d.comb += error.eq(int(ErrorCode.NO_WEIGHTS))
         failed = error != int(ErrorCode.OK)
 
-        # Scoreboard. The candidate's ranges, by memory.
-        ub_range  = Signal(RowRange(), name="candidate_ub")
-        acc_range = Signal(RowRange(), name="candidate_acc")
+        # Scoreboard. The candidate's ranges, by memory, at the memory's width: a verdict
+        # counts only for an instruction that passed the ADDRESS check, whose rows lie inside.
+        ub_range  = Signal(RowRange(g.ub_depth), name="candidate_ub")
+        acc_range = Signal(RowRange(g.acc_depth), name="candidate_acc")
+        wm_range  = Signal(RowRange(g.wm_depth), name="candidate_wm")
         m.d.comb += [
-            ub_range.eq(Mux(is_op[Opcode.ACTIVATE], b_range, a_range)),
-            acc_range.eq(Mux(is_op[Opcode.MATMUL], b_range, a_range)),
+            ub_range.lo.eq(Mux(is_op[Opcode.ACTIVATE], b, a)),
+            ub_range.hi.eq(Mux(is_op[Opcode.ACTIVATE], b_hi, a_hi)),
+            acc_range.lo.eq(Mux(is_op[Opcode.MATMUL], b, a)),
+            acc_range.hi.eq(Mux(is_op[Opcode.MATMUL], b_hi, a_hi)),
+            wm_range.lo.eq(a),
+            wm_range.hi.eq(a_hi),
         ]
+        # The rows being read through each shared read port. Its two users never send requests
+        # at the same time (each instruction waits until the other unit has sent its last), so
+        # one range per port does, noted when its instruction issues.
+        ub_reading  = Signal(RowRange(g.ub_depth), name="ub_reading")    # MATMUL, READ_UB
+        acc_reading = Signal(RowRange(g.acc_depth), name="acc_reading")  # ACTIVATE, READ_ACC
         ub_written = Signal()   # overlaps UB rows still to be written
         ub_read    = Signal()   # overlaps UB rows still to be read
         acc_written = Signal()  # overlaps ACC rows still to be written (by MATMULs)
@@ -813,13 +866,11 @@ class Controller(wiring.Component):
         wm_read    = Signal()   # overlaps WM rows still to be read
         m.d.comb += [
             ub_written.eq(act.busy & overlaps(ub_range, act.write_range)),
-            ub_read.eq((mm.feeding & overlaps(ub_range, mm.read_range)) |
-                       (tx.reading_ub & overlaps(ub_range, tx.read_range))),
+            ub_read.eq((mm.feeding | tx.reading_ub) & overlaps(ub_range, ub_reading)),
             acc_written.eq(Cat(mm.acc_writes[k].valid & overlaps(acc_range, mm.acc_writes[k].range)
                                for k in range(MATMUL_QUEUE)).any()),
-            acc_read.eq((act.reading & overlaps(acc_range, act.read_range)) |
-                        (tx.reading_acc & overlaps(acc_range, tx.read_range))),
-            wm_read.eq(loader.reading & overlaps(a_range, loader.read_range)),
+            acc_read.eq((act.reading | tx.reading_acc) & overlaps(acc_range, acc_reading)),
+            wm_read.eq(loader.reading & overlaps(wm_range, loader.read_range)),
         ]
         all_idle = Signal()
         m.d.comb += [
@@ -835,25 +886,23 @@ class Controller(wiring.Component):
         can_issue_now = Signal()
         can_issue = Signal()
         m.d.sync += can_issue.eq(can_issue_now & word_full & ~retire)
-        with m.Switch(op):
-            for opcode, condition in {
-                Opcode.NOP:           1,
-                Opcode.WRITE_UB:      ~act.busy & ~ub_read,
-                Opcode.WRITE_WM:      ~wm_read,
-                Opcode.SET_PPU:       ~act.busy,
-                Opcode.LOAD_WEIGHTS:  ~loader.busy,
-                Opcode.MATMUL:        ((~mm.feeding | mm.finishing) & ~mm.full & ~tx.reading_ub &
-                                       ~ub_written & ~acc_read),
-                Opcode.ACTIVATE:      ~act.busy & ~tx.reading_acc & ~acc_written & ~ub_read,
-                Opcode.READ_UB:       ~tx.busy & ~mm.feeding & ~ub_written,
-                Opcode.READ_ACC:      ~tx.busy & ~act.reading & ~acc_written,
-                Opcode.READ_COUNTERS: all_idle,
-                Opcode.SYNC:          all_idle,
-            }.items():
-                with m.Case(int(opcode)):
-                    m.d.comb += can_issue_now.eq(condition)
-            with m.Default():                       # illegal: never issued
-                m.d.comb += can_issue_now.eq(0)
+        conditions = []
+        for opcode, condition in {
+            Opcode.NOP:           1,
+            Opcode.WRITE_UB:      ~act.busy & ~ub_read,
+            Opcode.WRITE_WM:      ~wm_read,
+            Opcode.SET_PPU:       ~act.busy,
+            Opcode.LOAD_WEIGHTS:  ~loader.busy,
+            Opcode.MATMUL:        ((~mm.feeding | mm.finishing) & ~mm.full & ~tx.reading_ub &
+                                   ~ub_written & ~acc_read),
+            Opcode.ACTIVATE:      ~act.busy & ~tx.reading_acc & ~acc_written & ~ub_read,
+            Opcode.READ_UB:       ~tx.busy & ~mm.feeding & ~ub_written,
+            Opcode.READ_ACC:      ~tx.busy & ~act.reading & ~acc_written,
+            Opcode.READ_COUNTERS: all_idle,
+            Opcode.SYNC:          all_idle,
+        }.items():
+            conditions.append(is_op[opcode] & condition)    # an illegal opcode never issues
+        m.d.comb += can_issue_now.eq(Cat(conditions).any())
 
         # Retire: a failed instruction at once (an illegal one once ERROR can go out), a good
         # one when it can issue; in the faulted state, any word but SYNC at once.
@@ -866,17 +915,32 @@ class Controller(wiring.Component):
         do_sync = retire & is_sync_word             # in either state, the SYNC word is a SYNC
         illegal = decoded & ~known
 
+        # The first error since the last SYNC and its index. A good SET_PPU notes its index
+        # too, in case its configuration turns out invalid (MALFORMED) once its payload is in:
+        # no other word is decoded before then, and a valid one puts the index back to 0.
+        no_error = err_code == int(ErrorCode.OK)
+        note_index = decoded & (failed | is_op[Opcode.SET_PPU]) & no_error
         with m.If(do_sync):
-            m.d.sync += [faulted.eq(0), index.eq(0), err_code.eq(0), err_index.eq(0)]
+            m.d.sync += [faulted.eq(0), index.eq(0), err_code.eq(0)]
         with m.Else():
             with m.If(decoded):
                 m.d.sync += index.eq(index + 1)
             with m.If(illegal):
                 m.d.sync += faulted.eq(1)
-            with m.If(decoded & failed & (err_code == int(ErrorCode.OK))):
-                m.d.sync += [err_code.eq(error), err_index.eq(index)]
-            with m.Elif(rx.config_error & (err_code == int(ErrorCode.OK))):
-                m.d.sync += [err_code.eq(int(ErrorCode.MALFORMED)), err_index.eq(ppu_index)]
+            with m.If(note_index):
+                m.d.sync += err_code.eq(error)
+            with m.Elif(rx.config_error & no_error):
+                m.d.sync += err_code.eq(int(ErrorCode.MALFORMED))
+        # (Apart, so that it maps to a register with a reset and an enable, not multiplexers.)
+        with m.If(do_sync | (rx.config_write & no_error)):
+            m.d.sync += err_index.eq(0)
+        with m.Elif(note_index):
+            m.d.sync += err_index.eq(index)
+
+        with m.If(issue & (is_op[Opcode.MATMUL] | is_op[Opcode.READ_UB])):
+            m.d.sync += ub_reading.eq(ub_range)
+        with m.If(issue & (is_op[Opcode.ACTIVATE] | is_op[Opcode.READ_ACC])):
+            m.d.sync += acc_reading.eq(acc_range)
 
         with m.If(issue & is_op[Opcode.LOAD_WEIGHTS]):
             m.d.sync += pending.eq(1)
@@ -895,8 +959,6 @@ class Controller(wiring.Component):
                                    Mux(is_op[Opcode.WRITE_WM], PayloadKind.WM,
                                        PayloadKind.PPU))),
         ]
-        with m.If(decoded & is_op[Opcode.SET_PPU]):
-            m.d.sync += ppu_index.eq(index)
 
         # Units.
         m.d.comb += [
@@ -904,16 +966,18 @@ class Controller(wiring.Component):
             loader.command.addr.eq(a),
             loader.command.signed.eq(_flag(flags, Flag.SIGNED)),
             mm.start.eq(issue & is_op[Opcode.MATMUL]),
-            mm.command.ub_addr.eq(a),
-            mm.command.acc_addr.eq(b),
-            mm.command.n.eq(n),
+            mm.command.ub.lo.eq(a),
+            mm.command.ub.hi.eq(a_hi),
+            mm.command.acc.lo.eq(b),
+            mm.command.acc.hi.eq(b_hi),
             mm.command.signed.eq(_flag(flags, Flag.SIGNED)),
             mm.command.accumulate.eq(_flag(flags, Flag.ACCUMULATE)),
             mm.command.swap.eq(_flag(flags, Flag.SWAP)),
             act.start.eq(issue & is_op[Opcode.ACTIVATE]),
-            act.command.acc_addr.eq(a),
-            act.command.ub_addr.eq(b),
-            act.command.n.eq(n),
+            act.command.acc.lo.eq(a),
+            act.command.acc.hi.eq(a_hi),
+            act.command.ub.lo.eq(b),
+            act.command.ub.hi.eq(b_hi),
             act.command.lane.eq(flags),
         ]
 
@@ -926,13 +990,13 @@ class Controller(wiring.Component):
             tx.command.n.eq(n),
             tx.counters.eq(counters.values),
         ]
+        # Code and index are only sent by STATUS and ERROR.
+        m.d.comb += [tx.command.code.eq(Mux(do_sync, err_code, int(ErrorCode.ILLEGAL_OPCODE))),
+                     tx.command.index.eq(Mux(do_sync, err_index, index))]
         with m.If(do_sync):
-            m.d.comb += [tx.command.kind.eq(ResponseKind.STATUS),
-                         tx.command.code.eq(err_code), tx.command.index.eq(err_index)]
+            m.d.comb += tx.command.kind.eq(ResponseKind.STATUS)
         with m.Elif(~known):
-            m.d.comb += [tx.command.kind.eq(ResponseKind.ERROR),
-                         tx.command.code.eq(int(ErrorCode.ILLEGAL_OPCODE)),
-                         tx.command.index.eq(index)]
+            m.d.comb += tx.command.kind.eq(ResponseKind.ERROR)
         with m.Elif(is_op[Opcode.READ_UB]):
             m.d.comb += tx.command.kind.eq(ResponseKind.UB_ROWS)
         with m.Elif(is_op[Opcode.READ_ACC]):

@@ -16,17 +16,24 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from firmware.isa import WORD, Geometry, Tag, ppu_config_length
-from .counters import CounterValues
+from .counters import COUNTER_BITS, CounterValues
+from .params import check_int
 from .ppu import PostProcessorConfig
 from .unified_buffer import ReadRequest, ReadResponse, RowWrite
 
 __all__ = [
-    "ADDR_BITS", "RowRange", "PayloadKind", "PayloadCommand", "PayloadReceiver",
+    "ADDR_BITS", "row_shape", "RowRange", "PayloadKind", "PayloadCommand", "PayloadReceiver",
     "ResponseKind", "ResponseCommand", "ResponseSender", "check_geometry",
 ]
 
 #: Width of the a, b and n fields of an instruction word.
 ADDR_BITS = 16
+
+
+def row_shape(depth):
+    """The shape of a row number of a memory of ``depth`` rows: ``range(depth)``, but at least
+    one bit wide (the Verilog backend would turn a zero-width signal into a two-bit one)."""
+    return range(max(depth, 2))
 
 
 def check_geometry(owner, geometry):
@@ -37,22 +44,40 @@ def check_geometry(owner, geometry):
 
 
 class RowRange(data.StructLayout):
-    """The rows ``lo <= row < hi`` of one memory, for the scoreboard.
+    """The rows ``lo <= row < hi`` of one memory of ``depth`` rows, for the scoreboard.
+
+    Once an instruction has passed the ADDRESS check its rows lie inside their memory, so
+    everything after issue holds its ranges at the width of that memory, not of the 16-bit
+    instruction fields.
+
+    Parameters
+    ----------
+    depth : int
+        Rows in the memory (default 65536: any range an instruction word can name).
 
     Members
     -------
-    lo : unsigned(16)
+    lo : unsigned(max(ceil_log2(depth), 1))
         First row.
-    hi : unsigned(17)
-        One past the last row (up to 65536).
+    hi : unsigned(ceil_log2(depth + 1))
+        One past the last row (up to ``depth``).
     """
-    def __init__(self):
-        super().__init__({"lo": ADDR_BITS, "hi": ADDR_BITS + 1})
+    def __init__(self, depth=1 << ADDR_BITS):
+        super().__init__({"lo": row_shape(depth), "hi": range(depth + 1)})
+
+
+def _below(row, end):
+    """``row < end``, where ``end`` may be wider: its upper bits decide on their own, so the
+    comparator's carry chain is only as long as ``row``."""
+    width = len(row)
+    if len(end) <= width:
+        return row < end
+    return end[width:].any() | (row < end[:width])
 
 
 def overlaps(x, y):
     """Whether two :class:`RowRange` values share a row."""
-    return (x.lo < y.hi) & (y.lo < x.hi)
+    return _below(x.lo, y.hi) & _below(y.lo, x.hi)
 
 
 class PayloadKind(enum.Enum, shape=2):
@@ -94,6 +119,12 @@ class PayloadReceiver(wiring.Component):
     The memories' write ports are always ready, and the controller's scoreboard gives this
     unit the UB write port to itself, so writes are not held (``ready`` is ignored).
 
+    The shift register that assembles rows and configurations also serves as the controller's
+    instruction word register: ``word_in`` shifts a byte of ``i.payload`` in outside a payload,
+    and ``recent`` shows the last 8 bytes that entered. (A payload overwrites the word, but
+    only after the word has retired; a row or configuration is taken in the cycle after its
+    last byte, before the next byte can enter.)
+
     Parameters
     ----------
     geometry : firmware.isa.Geometry
@@ -121,6 +152,11 @@ class PayloadReceiver(wiring.Component):
         Pulse: store ``config``.
     config_error : Out(1)
         Pulse: the configuration was invalid and is dropped (MALFORMED).
+    word_in : In(1)
+        Shift ``i.payload`` in as a byte of an instruction word (only while ``receiving`` is
+        low).
+    recent : Out(8 * WORD)
+        The last 8 bytes shifted in (payload or word bytes), the oldest in the low byte.
     """
     def __init__(self, geometry):
         check_geometry(self, geometry)
@@ -138,6 +174,8 @@ class PayloadReceiver(wiring.Component):
             "config":       Out(PostProcessorConfig(g.cols)),
             "config_write": Out(1),
             "config_error": Out(1),
+            "word_in":      In(1),
+            "recent":       Out(8 * WORD),
         })
 
     def elaborate(self, platform):
@@ -145,10 +183,12 @@ class PayloadReceiver(wiring.Component):
         g = self._geometry
         rows, cols = g.rows, g.cols
         config_bytes = ppu_config_length(cols)
-        width = max(rows, cols, config_bytes)
+        width = max(WORD, rows, cols, config_bytes)
 
         kind      = Signal(PayloadKind, name="rx_kind")
-        addr      = Signal(ADDR_BITS, name="rx_addr")
+        # Rows are written only for an instruction that passed the ADDRESS check, so the
+        # address fits the memory; a discarded payload may count up to 65535 rows.
+        addr      = Signal(row_shape(max(g.ub_depth, g.wm_depth)), name="rx_addr")
         rows_left = Signal(ADDR_BITS, name="rx_rows_left")
         discard   = Signal(name="rx_discard")
         row_byte  = Signal(range(width), name="rx_row_byte")
@@ -186,7 +226,6 @@ class PayloadReceiver(wiring.Component):
         with m.Elif(self.i.valid & self.i.ready):
             m.d.sync += word_byte.eq(word_byte + 1)
             with m.If(rows_left != 0):
-                m.d.sync += shift.eq(Cat(shift[8:], self.i.payload))
                 with m.If(row_last):
                     m.d.sync += [
                         row_byte.eq(0),
@@ -195,9 +234,15 @@ class PayloadReceiver(wiring.Component):
                     ]
                 with m.Else():
                     m.d.sync += row_byte.eq(row_byte + 1)
+        # Payload bytes (not padding), or word bytes for the controller.
+        with m.If((self.i.valid & self.i.ready & (rows_left != 0) & ~self.start) |
+                  self.word_in):
+            m.d.sync += shift.eq(Cat(shift[8:], self.i.payload))
 
         def top(count):
             return shift[8 * (width - count):]
+
+        m.d.comb += self.recent.eq(top(WORD))
 
         m.d.comb += [
             self.ub_w.valid.eq(written & ~discard & (kind == PayloadKind.UB)),
@@ -270,15 +315,23 @@ class ResponseSender(wiring.Component):
     first; DATA packets follow it with their payload. Rows for READ_UB and READ_ACC are
     requested from the memory while earlier bytes are still going out (the read port's response
     register holds the next row), so a packet streams without gaps while ``out.ready`` is high.
+    The rows ``addr .. addr + n - 1`` must lie inside their memory (the controller's ADDRESS
+    check sees to that), so the row counters are only as wide as the deeper memory needs.
 
-    One shift register of ``max(64, R, 4C)`` bytes holds what is being sent: the header (with
-    the 56 counter bytes behind it, for READ_COUNTERS) or one row, as its raw little-endian
-    bits; the next row is loaded in the cycle the last byte of the previous one is taken.
+    One shift register of ``max(8, R, 4C)`` bytes holds the header or one row, as its raw
+    little-endian bits; the next row is loaded in the cycle the last byte of the previous one
+    is taken. The counters of a COUNTERS packet are snapshot into a second shift register that
+    holds only their ``counter_bits`` live bits (rounded up to whole bytes): it moves on by a
+    byte for each live byte sent, and the zero bytes that extend each counter to a u64 are
+    produced from the byte count instead.
 
     Parameters
     ----------
     geometry : firmware.isa.Geometry
         Array size and memory depths.
+    counter_bits : int
+        Width of the counters (:class:`~rtl.counters.PerformanceCounters`), 16 to 64: only that
+        many low bits of each of ``counters`` are sent, the rest of its 8 bytes as zeros.
 
     Members
     -------
@@ -294,7 +347,7 @@ class ResponseSender(wiring.Component):
         Bytes of the packet are left to send.
     reading_ub, reading_acc : Out(1)
         Row read requests to the unified buffer / accumulator memory are left to send.
-    read_range : Out(RowRange())
+    read_range : Out(RowRange(max(ub_depth, acc_depth)))
         The rows being read.
     ub_r_addr : Out(stream.Signature(ReadRequest(ub_depth)))
         Unified buffer read requests.
@@ -305,9 +358,11 @@ class ResponseSender(wiring.Component):
     acc_r_data : In(stream.Signature(ReadResponse(ArrayLayout(signed(32), C))))
         Accumulator read responses.
     """
-    def __init__(self, geometry):
+    def __init__(self, geometry, *, counter_bits=COUNTER_BITS):
         check_geometry(self, geometry)
+        check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
         self._geometry = g = geometry
+        self._counter_bits = counter_bits
         super().__init__({
             "start":       In(1),
             "command":     In(ResponseCommand()),
@@ -316,7 +371,7 @@ class ResponseSender(wiring.Component):
             "busy":        Out(1),
             "reading_ub":  Out(1),
             "reading_acc": Out(1),
-            "read_range":  Out(RowRange()),
+            "read_range":  Out(RowRange(max(g.ub_depth, g.acc_depth))),
             "ub_r_addr":   Out(stream.Signature(ReadRequest(g.ub_depth))),
             "ub_r_data":   In(stream.Signature(ReadResponse(
                 data.ArrayLayout(unsigned(8), g.rows)))),
@@ -329,65 +384,70 @@ class ResponseSender(wiring.Component):
         m = Module()
         g = self._geometry
         rows, cols = g.rows, g.cols
-        counter_bytes = self.counters.shape().size // 8
-        width = max(WORD + counter_bytes, rows, 4 * cols)
+        depth = max(g.ub_depth, g.acc_depth)
+        n_counters = self.counters.shape().length
+        counter_bytes = COUNTER_BITS // 8                   # on the wire: a u64 each
+        live_bytes = -(-self._counter_bits // 8)            # bytes that can be nonzero
+        payload_bytes = n_counters * counter_bytes
+        width = max(WORD, rows, 4 * cols)
 
-        buffer    = Signal(8 * width, name="tx_buffer")     # byte 0 goes out next
-        count     = Signal(range(width + 1), name="tx_count")
+        buffer    = Signal(8 * width, name="tx_buffer", reset_less=True)  # byte 0 goes next
+        # Bytes left: in the buffer, or (COUNTERS) in the header and the counter payload.
+        count     = Signal(range(max(width, WORD + payload_bytes) + 1), name="tx_count")
         kind      = Signal(ResponseKind, name="tx_kind")
-        rows_left = Signal(ADDR_BITS, name="tx_rows_left")  # rows still to load
-        req_addr  = Signal(ADDR_BITS, name="tx_req_addr")
-        req_left  = Signal(ADDR_BITS, name="tx_req_left")   # read requests still to send
-        lo        = Signal(ADDR_BITS, name="tx_lo")
-        hi        = Signal(ADDR_BITS + 1, name="tx_hi")
+        snapshot  = Signal(8 * live_bytes * n_counters, name="tx_counters", reset_less=True)
+        req_addr  = Signal(range(depth + 1), name="tx_req_addr")    # next row to request
+        lo        = Signal(row_shape(depth), name="tx_lo")
+        hi        = Signal(range(depth + 1), name="tx_hi")
 
+        # Rows remain to be loaded into the buffer while requests remain or a response waits
+        # in the read port's register (it holds one at most).
+        requesting = req_addr != hi
+        rows_left = requesting | self.ub_r_data.valid | self.acc_r_data.valid
         m.d.comb += [
             self.out.valid.eq(count != 0),
-            self.out.payload.eq(buffer[:8]),
-            self.busy.eq((count != 0) | (rows_left != 0)),
-            self.reading_ub.eq((req_left != 0) & (kind == ResponseKind.UB_ROWS)),
-            self.reading_acc.eq((req_left != 0) & (kind == ResponseKind.ACC_ROWS)),
+            self.busy.eq((count != 0) | rows_left),
+            self.reading_ub.eq(requesting & (kind == ResponseKind.UB_ROWS)),
+            self.reading_acc.eq(requesting & (kind == ResponseKind.ACC_ROWS)),
             self.read_range.lo.eq(lo),
             self.read_range.hi.eq(hi),
         ]
 
         # Read requests, to one memory or the other.
+        next_addr = req_addr + 1
         for port, reading in ((self.ub_r_addr, self.reading_ub),
                               (self.acc_r_addr, self.reading_acc)):
             m.d.comb += [
                 port.valid.eq(reading),
                 port.payload.addr.eq(req_addr),
-                port.payload.last.eq(req_left == 1),
+                port.payload.last.eq(next_addr == hi),
             ]
         with m.If((self.ub_r_addr.valid & self.ub_r_addr.ready) |
                   (self.acc_r_addr.valid & self.acc_r_addr.ready)):
-            m.d.sync += [req_addr.eq(req_addr + 1), req_left.eq(req_left - 1)]
+            m.d.sync += req_addr.eq(next_addr)
+
+        # The counter payload: byte k of each u64 is live if k < live_bytes; its position in
+        # the u64 follows from the bytes left, since the payload ends on a u64 boundary.
+        in_counters = (kind == ResponseKind.COUNTERS) & (count <= payload_bytes)
+        live_mask = sum(1 << ((-k) % counter_bytes) for k in range(live_bytes))
+        live = Const(live_mask, counter_bytes).bit_select(count[:3], 1)
+        m.d.comb += self.out.payload.eq(Mux(in_counters, Mux(live, snapshot[:8], 0),
+                                            buffer[:8]))
 
         # The buffer is free for new bytes at the next clock edge.
+        sent = self.out.valid & self.out.ready
         emptying = (count == 0) | ((count == 1) & self.out.ready)
-        with m.If(self.out.valid & self.out.ready):
-            m.d.sync += [buffer.eq(buffer[8:]), count.eq(count - 1)]
-
-        take = (rows_left != 0) & emptying
+        take = rows_left & emptying
         m.d.comb += [
             self.ub_r_data.ready.eq(take & (kind == ResponseKind.UB_ROWS)),
             self.acc_r_data.ready.eq(take & (kind == ResponseKind.ACC_ROWS)),
         ]
-        with m.If(self.ub_r_data.valid & self.ub_r_data.ready):
-            m.d.sync += [
-                buffer.eq(self.ub_r_data.payload.data),
-                count.eq(rows),
-                rows_left.eq(rows_left - 1),
-            ]
-        with m.If(self.acc_r_data.valid & self.acc_r_data.ready):
-            m.d.sync += [
-                buffer.eq(self.acc_r_data.payload.data),
-                count.eq(4 * cols),
-                rows_left.eq(rows_left - 1),
-            ]
+        take_ub = self.ub_r_data.valid & self.ub_r_data.ready
+        take_acc = self.acc_r_data.valid & self.acc_r_data.ready
 
         # The header: tag, code, two zero bytes, then a little-endian u32 (length or index).
         command = self.command
+        n = command.n[:len(hi)]                     # rows lie inside the memory
         tag = Signal(8)
         value = Signal(32)
         with m.Switch(command.kind):
@@ -396,11 +456,11 @@ class ResponseSender(wiring.Component):
             with m.Case(ResponseKind.STATUS):
                 m.d.comb += [tag.eq(Tag.STATUS), value.eq(command.index)]
             with m.Case(ResponseKind.COUNTERS):
-                m.d.comb += [tag.eq(Tag.DATA), value.eq(counter_bytes)]
+                m.d.comb += [tag.eq(Tag.DATA), value.eq(payload_bytes)]
             with m.Case(ResponseKind.UB_ROWS):
-                m.d.comb += [tag.eq(Tag.DATA), value.eq(command.n * rows)]
+                m.d.comb += [tag.eq(Tag.DATA), value.eq(n * rows)]
             with m.Case(ResponseKind.ACC_ROWS):
-                m.d.comb += [tag.eq(Tag.DATA), value.eq(command.n * (4 * cols))]
+                m.d.comb += [tag.eq(Tag.DATA), value.eq(n * (4 * cols))]
             with m.Default():                       # no such kind
                 m.d.comb += [tag.eq(Tag.ERROR), value.eq(command.index)]
         is_data = ((command.kind == ResponseKind.COUNTERS) |
@@ -410,15 +470,29 @@ class ResponseSender(wiring.Component):
         is_rows = ((command.kind == ResponseKind.UB_ROWS) |
                    (command.kind == ResponseKind.ACC_ROWS))
 
+        # The wide registers below are written under one condition each, their value chosen by
+        # multiplexers: from nested conditions Yosys kept a chain of multiplexers in front of
+        # every bit instead of using the flip-flops' clock enables.
+        is_counters = command.kind == ResponseKind.COUNTERS
+        with m.If(self.start | take_ub | take_acc | sent):
+            m.d.sync += [
+                buffer.eq(Mux(self.start, header,
+                              Mux(take_ub, self.ub_r_data.payload.data,
+                                  Mux(take_acc, self.acc_r_data.payload.data, buffer[8:])))),
+                count.eq(Mux(self.start, Mux(is_counters, WORD + payload_bytes, WORD),
+                             Mux(take_ub, rows, Mux(take_acc, 4 * cols, count - 1)))),
+            ]
+        # Every packet snapshots the counters (only COUNTERS sends them).
+        with m.If(self.start | (sent & in_counters & live)):
+            m.d.sync += snapshot.eq(Mux(
+                self.start,
+                Cat(Cat(self.counters[k][:self._counter_bits],
+                        Const(0, 8 * live_bytes - self._counter_bits))
+                    for k in range(n_counters)),
+                snapshot[8:]))
         with m.If(self.start):
-            m.d.sync += [kind.eq(command.kind), lo.eq(command.addr),
-                         hi.eq(command.addr + command.n)]
-            with m.If(command.kind == ResponseKind.COUNTERS):
-                m.d.sync += [buffer.eq(Cat(header, self.counters)),
-                             count.eq(WORD + counter_bytes)]
-            with m.Else():
-                m.d.sync += [buffer.eq(header), count.eq(WORD)]
+            m.d.sync += kind.eq(command.kind)
             with m.If(is_rows):
-                m.d.sync += [rows_left.eq(command.n), req_left.eq(command.n),
-                             req_addr.eq(command.addr)]
+                m.d.sync += [req_addr.eq(command.addr),
+                             lo.eq(command.addr), hi.eq(command.addr + n)]
         return m

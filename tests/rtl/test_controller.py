@@ -10,6 +10,7 @@ from amaranth.hdl import Fragment
 
 from firmware.isa import (SYNC_WORD, Counter, ErrorCode, Flag, Geometry, Instruction, Opcode,
                           Response, Tag, ppu_config_bytes, unpack_ppu_config)
+from rtl.accelerator import Accelerator
 from rtl.controller import MATMUL_QUEUE, Controller
 from rtl.counters import PerformanceCounters
 from rtl.host_link import (PayloadKind, PayloadReceiver, ResponseKind, ResponseSender)
@@ -132,9 +133,9 @@ def test_receiver_config(shift, activation, ok):
 
 # Response sender ------------------------------------------------------------------------------
 
-def send(geometry, commands, ub_rows, acc_rows, *, stall=0.0):
+def send(geometry, commands, ub_rows, acc_rows, *, stall=0.0, counter_bits=64):
     """Send ``commands`` through a ResponseSender that reads from row lists; return bytes."""
-    dut = ResponseSender(geometry)
+    dut = ResponseSender(geometry, counter_bits=counter_bits)
     total = 0
     for command, _ in commands:
         kind = command["kind"]
@@ -554,3 +555,198 @@ def test_controller_interface():
 def test_bad_geometry(unit):
     with pytest.raises(TypeError, match="geometry must be a firmware.isa.Geometry"):
         unit((2, 3))
+
+
+# Counter widths -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bits", [16, 20, 32, 63, 64])
+def test_sender_counter_widths(bits):
+    # With counters of ``bits`` bits only their low ``bits`` bits are sent (whatever the
+    # inputs hold above), each still a little-endian u64, then the packet after it is intact.
+    g = Geometry(2, 2, 8, 8, 8)
+    rng = np.random.default_rng(bits)
+    values = [int(v) for v in rng.integers(0, 2**63, len(Counter), dtype=np.uint64)]
+    values[0] = 2**64 - 1
+    mask = (1 << bits) - 1
+    commands = [({"kind": ResponseKind.COUNTERS}, values),
+                ({"kind": ResponseKind.STATUS, "code": 2, "index": 0x12345678}, None),
+                ({"kind": ResponseKind.COUNTERS}, values[::-1])]
+    expected = b"".join(packet.encode() for packet in [
+        Response(Tag.DATA, payload=struct.pack("<7Q", *(v & mask for v in values))),
+        Response(Tag.STATUS, 2, 0x12345678),
+        Response(Tag.DATA, payload=struct.pack("<7Q", *(v & mask for v in values[::-1]))),
+    ])
+    for stall in (0.0, 0.5):
+        assert send(g, commands, [[0, 0]] * 8, [[0, 0]] * 8, stall=stall,
+                    counter_bits=bits) == expected
+
+
+@pytest.mark.parametrize("bits", [16, 20, 32])
+def test_narrow_counters_in_the_accelerator(bits):
+    # READ_COUNTERS of a device with narrow counters: the exact counters equal the model's,
+    # every value fits in ``bits`` bits and the rest of its 8 bytes is zero.
+    g = Geometry(2, 2, ub_depth=8, wm_depth=4, acc_depth=8)
+    rng = np.random.default_rng(bits)
+    program = setup_data(g, rng, 8, 4) + [
+        I(Opcode.READ_COUNTERS, flags=Flag.CLEAR), I(Opcode.LOAD_WEIGHTS),
+        I(Opcode.MATMUL, flags=Flag.SWAP, a=0, b=0, n=5), I(Opcode.READ_ACC, a=0, n=5),
+        I(Opcode.READ_COUNTERS), I(Opcode.NOP), I(Opcode.READ_COUNTERS, flags=Flag.CLEAR),
+        I(Opcode.READ_COUNTERS), I.sync()]
+    packets = run(program, g, stall=0.3, dut=Accelerator(g, counter_bits=bits))
+    readings = [counters(packet) for packet in packets
+                if packet.tag == Tag.DATA and len(packet.payload) == 8 * len(Counter)]
+    assert len(readings) == 4
+    assert readings[1][Counter.MXU_BUSY] == 5
+    assert all(value < 2**bits for reading in readings for value in reading.values())
+    assert readings[1][Counter.CYCLES] > 0
+
+
+# Row ranges at the end of the memories ----------------------------------------------------------
+
+#: Depths that are powers of two (the end of a range needs one more bit than a row number) and
+#: depths that are not.
+EDGE_GEOMETRIES = {
+    "pow2": Geometry(4, 4, ub_depth=64, wm_depth=16, acc_depth=64),
+    "odd":  Geometry(4, 4, ub_depth=40, wm_depth=12, acc_depth=48),
+}
+
+
+def edge_cases(g):
+    """Instructions at the end of each memory: (instruction, error code of its SYNC)."""
+    u, w, c, R, C = g.ub_depth, g.wm_depth, g.acc_depth, g.rows, g.cols
+    ok, A = ErrorCode.OK, ErrorCode.ADDRESS
+    return [
+        (I(Opcode.WRITE_UB, a=u - 4, n=4, payload=bytes(range(16))), ok),
+        (I(Opcode.WRITE_UB, a=u - 1, n=2, payload=bytes(8)), A),
+        (I(Opcode.WRITE_UB, a=u, n=1, payload=bytes(4)), A),
+        (I(Opcode.WRITE_WM, a=w - R, n=R, payload=bytes(range(100, 100 + R * C))), ok),
+        (I(Opcode.WRITE_WM, a=w, n=1, payload=bytes(C)), A),
+        (I(Opcode.LOAD_WEIGHTS, flags=Flag.SIGNED, a=w - R), ok),
+        (I(Opcode.LOAD_WEIGHTS, a=w - R + 1), A),
+        (I(Opcode.LOAD_WEIGHTS, a=0xffff), A),
+        (I(Opcode.MATMUL, flags=Flag.SWAP | Flag.SIGNED, a=u - 4, b=c - 4, n=4), ok),
+        (I(Opcode.MATMUL, flags=Flag.ACCUMULATE, a=u - 1, b=c - 1, n=1), ok),
+        (I(Opcode.MATMUL, a=u - 2, b=c - 1, n=2), A),
+        (I(Opcode.MATMUL, a=u - 1, b=c - 2, n=2), A),
+        (I(Opcode.READ_ACC, a=c - 4, n=4), ok),         # waits for the MATMULs' last rows
+        (I(Opcode.READ_ACC, a=c - 1, n=2), A),
+        (I(Opcode.READ_ACC, a=c, n=1), A),
+        (I(Opcode.SET_PPU, payload=ppu_config_bytes([5] * C, 1 << 30, 2, 1, 0, 0)), ok),
+        (I(Opcode.ACTIVATE, a=c - 4, b=u - 4, n=4), ok),
+        (I(Opcode.ACTIVATE, a=c - 2, b=u - 1, n=2), A),
+        (I(Opcode.ACTIVATE, a=c - 1, b=0, n=2), A),
+        (I(Opcode.READ_UB, a=u - 1, n=1), ok),          # waits for the ACTIVATE's last row
+        (I(Opcode.READ_UB, a=u - 4, n=4), ok),
+        (I(Opcode.READ_UB, a=u - 3, n=4), A),
+        (I(Opcode.READ_UB, a=u, n=1), A),
+        (I(Opcode.READ_UB, a=0, n=u + 1), A),
+        # Past the end by a multiple of a power of two: a truncated row number would alias.
+        (I(Opcode.READ_UB, a=128 + 1, n=1), A),
+        (I(Opcode.READ_UB, a=1 << 15, n=1), A),
+        (I(Opcode.READ_UB, a=1, n=0xffff), A),
+        (I(Opcode.READ_UB, a=0xffff, n=0xffff), A),
+        (I(Opcode.READ_ACC, a=(1 << 15) + c - 1, n=1), A),
+        (I(Opcode.READ_ACC, a=c - 1, n=1), ok),
+    ]
+
+
+@pytest.mark.parametrize("name", list(EDGE_GEOMETRIES))
+def test_ranges_at_the_end(name):
+    # Every instruction on the last rows of its memories works (and waits for the one before
+    # on the same rows); one row further is an ADDRESS error, however large the fields.
+    g = EDGE_GEOMETRIES[name]
+    rng = np.random.default_rng(len(name))
+    cases = edge_cases(g)
+    program = setup_data(g, rng, g.ub_depth)
+    for instruction, _ in cases:
+        program += [instruction, I.sync()]
+    packets = run(program, g, stall=0.2)
+    statuses = [packet for packet in packets if packet.tag == Tag.STATUS][1:]
+    assert statuses == [status(code, 0) for _, code in cases]
+
+
+def edge_hazards(g):
+    """Pairs of instructions on the last rows of a memory, and whether the second waits."""
+    u, c = g.ub_depth, g.acc_depth
+    load = I(Opcode.LOAD_WEIGHTS)
+    return {
+        "raw_ub_last_row":    ([I(Opcode.ACTIVATE, a=0, b=u - 12, n=12),
+                                I(Opcode.READ_UB, a=u - 1, n=1)], True),
+        "ub_after_writes":    ([I(Opcode.ACTIVATE, a=0, b=u - 13, n=12),
+                                I(Opcode.READ_UB, a=u - 1, n=1)], False),
+        "raw_acc_last_row":   ([load, I(Opcode.MATMUL, flags=5, a=0, b=c - 8, n=8),
+                                I(Opcode.READ_ACC, a=c - 1, n=1)], True),
+        "acc_after_writes":   ([load, I(Opcode.MATMUL, flags=5, a=0, b=c - 9, n=8),
+                                I(Opcode.READ_ACC, a=c - 1, n=1)], False),
+        "activate_last_row":  ([load, I(Opcode.MATMUL, flags=5, a=0, b=c - 8, n=8),
+                                I(Opcode.ACTIVATE, a=c - 1, b=0, n=1)], True),
+        "war_ub_last_row":    ([I(Opcode.MATMUL, a=u - 30, b=0, n=30),
+                                I(Opcode.WRITE_UB, a=u - 1, n=1, payload=bytes(4))], True),
+        "ub_after_reads":     ([I(Opcode.MATMUL, a=u - 31, b=0, n=30),
+                                I(Opcode.WRITE_UB, a=u - 1, n=1, payload=bytes(4))], False),
+        "war_ub_read_ub":     ([I(Opcode.READ_UB, a=u - 16, n=16),
+                                I(Opcode.ACTIVATE, a=0, b=u - 1, n=1)], True),
+        "war_acc_last_row":   ([I(Opcode.READ_ACC, a=c - 16, n=16),
+                                I(Opcode.MATMUL, flags=2, a=0, b=c - 1, n=1)], True),
+        "acc_after_reads":    ([I(Opcode.READ_ACC, a=c - 17, n=16),
+                                I(Opcode.MATMUL, flags=2, a=0, b=c - 1, n=1)], False),
+    }
+
+
+@pytest.mark.parametrize("case", list(edge_hazards(EDGE_GEOMETRIES["odd"])))
+@pytest.mark.parametrize("name", list(EDGE_GEOMETRIES))
+def test_hazards_at_the_end(name, case):
+    # As test_hazards, on ranges that end at the last row of their memory, or one before it.
+    g = EDGE_GEOMETRIES[name]
+    body, conflict = edge_hazards(g)[case]
+    rng = np.random.default_rng(len(case))
+    setup = setup_data(g, rng, g.ub_depth)
+    taken = []
+    packets = run(encode(*setup, *body, I.sync()), g, input_cycles=taken)
+    assert packets[-1] == status(ErrorCode.OK, 0)
+    last = len(encode(*setup, *body[:-1])) + 7
+    payload = body[-1].opcode == Opcode.WRITE_UB
+    waited = taken[last + 1] - taken[last] - (3 if payload else 2)
+    assert (waited > 0) == conflict, waited
+
+
+@pytest.mark.parametrize("wm_depth", [48, 64])
+def test_weight_memory_hazards_at_the_end(wm_depth):
+    # A LOAD_WEIGHTS of the last R rows of the weight memory holds a WRITE_WM of the last row,
+    # not one of the row before the tile.
+    g = Geometry(16, 2, ub_depth=8, wm_depth=wm_depth, acc_depth=8)
+    rng = np.random.default_rng(wm_depth)
+    row = bytes([0x81, 0x7f])
+    setup = setup_data(g, rng, 8)
+
+    def wait_before_payload(body):
+        taken = []
+        packets = run(encode(*setup, *body, I(Opcode.MATMUL, flags=Flag.SWAP, n=8),
+                             I(Opcode.READ_ACC, n=8), I.sync()), g, input_cycles=taken)
+        assert packets[-1] == status(ErrorCode.OK, 0)
+        last = len(encode(*setup, *body[:-1])) + 7
+        return taken[last + 1] - taken[last] - 3    # see test_hazards
+
+    assert wait_before_payload([I(Opcode.LOAD_WEIGHTS, a=wm_depth - 16),
+                                I(Opcode.WRITE_WM, a=wm_depth - 1, n=1, payload=row)]) > 0
+    assert wait_before_payload([I(Opcode.LOAD_WEIGHTS, a=wm_depth - 16),
+                                I(Opcode.WRITE_WM, a=wm_depth - 17, n=1, payload=row)]) == 0
+
+
+def test_set_ppu_error_index():
+    # The index of a SET_PPU whose configuration is invalid is only known to be an error once
+    # its payload is in: a good SET_PPU leaves the STATUS at (OK, 0) and a later error's index
+    # intact; a bad one after an earlier error does not replace it.
+    good = ppu_config_bytes([1, 2, 3], 1 << 30, 1, 0, 0, 0)
+    bad = ppu_config_bytes([1, 2, 3], 1 << 30, 32, 0, 0, 0)
+    program = [
+        I(Opcode.SET_PPU, payload=good), I.sync(),
+        I(Opcode.NOP), I(Opcode.SET_PPU, payload=good), I(Opcode.NOP, n=1), I.sync(),
+        I(Opcode.NOP), I(Opcode.SET_PPU, payload=good), I(Opcode.SET_PPU, payload=bad),
+        I(Opcode.NOP, n=1), I.sync(),
+        I(Opcode.NOP, n=1), I(Opcode.SET_PPU, payload=bad), I.sync(),
+        I(Opcode.SET_PPU, payload=bad), I(Opcode.SET_PPU, payload=good), I.sync(),
+    ]
+    packets = run(program, G23)
+    assert packets == [status(ErrorCode.OK, 0), status(M, 2), status(M, 2), status(M, 0),
+                       status(M, 0)]
