@@ -103,9 +103,17 @@ class PostProcessor(wiring.Component):
     neither holds more than one DSP multiply or one adder: ``b_`` the biased value ``x``;
     ``h_`` the four partial products of ``x * multiplier`` (16 x 16 bits, each one 18 x 18 DSP
     block on ECP5 and one SB_MAC16 on iCE40); ``s_`` their sum, the 64-bit product; ``d_`` the
-    doubled high half ``y``; ``r_`` ``y`` shifted right and its rounding bit; ``q_`` the
-    clamped output. When the output is not taken (``o.ready`` low while ``o.valid``), the whole
-    pipeline holds still.
+    doubled high half ``y``; ``r_`` ``y`` shifted right, its rounding bit (a bit test, no
+    carry chain) and whether the shifted value lies in -256 .. 255; ``q_`` the clamped output,
+    where both bound checks compare the shifted value alone (on 9 bits) with the bounds less
+    the zero point, in parallel with each other and with an 8-bit ``z + zero_point + round``.
+    When the output is not taken (``o.ready`` low while ``o.valid``), the whole pipeline holds
+    still.
+
+    The constants that ``r_`` and ``q_`` derive from ``cfg`` (the bounds, the bounds less the
+    zero point, whether ``lo > hi``, the rounding masks) are registered, ``c_`` signals, so
+    that none of that logic lies in series with the pipeline: they follow ``cfg`` one
+    (advancing) cycle late, and are used at least four advancing cycles after a row is taken.
 
     With ``lanes`` L = C (the default) every column has its own copy of that arithmetic and the
     unit accepts one row per cycle. With L < C there are L copies (lanes), time-shared: a row
@@ -113,15 +121,20 @@ class PostProcessor(wiring.Component):
     unit accepts one row every P cycles (``interval``). The row waits on ``i`` while its passes
     are read from the payload (which the stream rules keep stable while ``i.valid`` is high, so
     the unit needs no input row register): pass ``p`` (counted by ``i_pass``) takes columns
-    ``p * L .. p * L + L - 1``, and ``i.ready`` rises in the last pass. Each pass carries its
+    ``p * L .. p * L + L - 1``, and ``i.ready`` rises in the last pass. Pass 0 takes its columns
+    straight from the payload; every pass loads the next one's columns and biases into
+    ``i_next_acc`` and ``i_next_bias`` (L values each), so that the C-to-L multiplexer ends at
+    a register and only a 2-to-1 multiplexer precedes the bias add. Each pass carries its
     number (``group``) with its flags; at the output the first P - 1 passes are collected in
     ``o_collect`` and the row is presented, whole, when its last pass leaves ``q_``. Lanes left
     over in the last pass (when L does not divide C) compute on zeros, and their results are
     dropped. ``latency`` counts from the accepting cycle, so it is 6 whatever L; a row offered
     to an idle unit comes out ``interval - 1 + latency`` cycles after ``i.valid`` rises.
 
-    ``cfg`` is sampled by every stage, so it must stay stable from the first row of a layer
-    entering on ``i`` until the last one has left on ``o``.
+    ``cfg`` must stay stable from the cycle in which the first row of a layer is offered on
+    ``i`` (it may change in that very cycle) until the last row of the layer has left on
+    ``o``. (The bias and multiplier are read as a row enters; the registered constants have
+    caught up long before the row reaches ``r_``.)
 
     Parameters
     ----------
@@ -189,11 +202,12 @@ class PostProcessor(wiring.Component):
             with m.If(self.i.valid):
                 m.d.sync += i_pass.eq(Mux(i_pass == passes - 1, 0, i_pass + 1))
 
-        # Per-layer constants, derived from the static config outside the row pipeline.
-        round_mask = Signal(unsigned(32))       # the bits RoundingDivideByPOT shifts out
-        lo = Signal(signed(8))
-        hi = Signal(signed(8))
-        m.d.comb += round_mask.eq((Const(1, 33) << cfg.shift) - 1)
+        # Per-layer constants, derived from the static config and registered (`c_` signals), so
+        # that none of this logic lies in series with the row pipeline. They are used from the
+        # `r_` stage on, at least four advancing cycles after a row is accepted, and they load
+        # in every advancing cycle (the accepting one included), so they always match the cfg
+        # that the row's `b_` and `h_` stages saw.
+        lo, hi = Signal(signed(8)), Signal(signed(8))
         with m.Switch(cfg.activation):
             with m.Case(Activation.RELU):
                 # zero_point is already >= -128, so max(zero_point, -128) is zero_point.
@@ -202,6 +216,31 @@ class PostProcessor(wiring.Component):
                 m.d.comb += [lo.eq(cfg.zero_point), hi.eq(cfg.clamp_max)]
             with m.Default():
                 m.d.comb += [lo.eq(-128), hi.eq(127)]
+        c_shift    = Signal(unsigned(5))
+        c_half     = Signal(unsigned(32))       # 2**(shift - 1): the rounding bit (0 if shift 0)
+        c_below    = Signal(unsigned(32))       # 2**(shift - 1) - 1: the bits below it
+        c_zero     = Signal(signed(8))          # zero_point
+        c_lo       = Signal(signed(8))
+        c_hi       = Signal(signed(8))
+        c_hi_wins  = Signal()                   # lo > hi: every output is hi
+        # The bounds moved to z's side of the compares, both within -255 .. 255.
+        c_lo_z     = Signal(signed(9))          # lo - zero_point
+        c_hi_z     = Signal(signed(9))          # hi - zero_point
+        c_top      = Signal(unsigned(32))       # bits 8 + shift up: y >> shift is in -256 .. 255
+                                                # if they all equal the sign
+        ones = Const(2**32 - 1, 32)
+        m.d.sync += [
+            c_shift.eq(cfg.shift),
+            c_half.eq(Const(1, 32) << cfg.shift >> 1),
+            c_below.eq((~(ones << cfg.shift))[:32] >> 1),       # decoders, no carry chain
+            c_zero.eq(cfg.zero_point),
+            c_lo.eq(lo),
+            c_hi.eq(hi),
+            c_hi_wins.eq(lo > hi),
+            c_lo_z.eq(lo - cfg.zero_point),
+            c_hi_z.eq(hi - cfg.zero_point),
+            c_top.eq(ones << 8 << cfg.shift),
+        ]
 
         # What enters each lane: column j itself, or with passes, the lane's column of this
         # pass (zero for the lanes left over in the last one).
@@ -209,18 +248,31 @@ class PostProcessor(wiring.Component):
             lane_acc = [self.i.payload.data[j] for j in range(cols)]
             lane_bias = [cfg.bias[j] for j in range(cols)]
         else:
-            i_acc  = Signal(data.ArrayLayout(signed(32), lanes))
-            i_bias = Signal(data.ArrayLayout(signed(32), lanes))
+            # The first pass takes columns 0 .. L - 1 straight from the payload. Every pass
+            # also loads the columns of the next one into i_next_acc and i_next_bias (the
+            # payload is stable until the row is taken, and cfg is static), so that the
+            # C-to-L multiplexer, on i_pass, ends at a register; after it only a 2-to-1 one,
+            # on i_first, lies in series with the bias add.
+            def group(values, p):
+                return [values[j] if j < cols else 0 for j in range(p * lanes, (p + 1) * lanes)]
+
+            i_first     = Signal(init=1)                # i_pass == 0
+            i_next_acc  = Signal(data.ArrayLayout(signed(32), lanes))
+            i_next_bias = Signal(data.ArrayLayout(signed(32), lanes))
+            with m.If(self.i.valid):
+                m.d.sync += i_first.eq(i_pass == passes - 1)
             with m.Switch(i_pass):
-                for p in range(passes):
-                    # The last pass as the default: i_pass never goes beyond it.
-                    with (m.Case(p) if p < passes - 1 else m.Default()):
-                        for j in range(p * lanes, min((p + 1) * lanes, cols)):
-                            m.d.comb += [
-                                i_acc[j - p * lanes].eq(self.i.payload.data[j]),
-                                i_bias[j - p * lanes].eq(cfg.bias[j]),
-                            ]
-            lane_acc, lane_bias = list(i_acc), list(i_bias)
+                for p in range(passes - 1):
+                    # In pass P - 1 the next pass is the first one of the next row: the
+                    # registers are not used then, so pass P - 2's case serves it too.
+                    with (m.Case(p) if p < passes - 2 else m.Default()):
+                        for lane, (acc, bias) in enumerate(zip(
+                                group(self.i.payload.data, p + 1), group(cfg.bias, p + 1))):
+                            m.d.sync += [i_next_acc[lane].eq(acc), i_next_bias[lane].eq(bias)]
+            lane_acc = [Mux(i_first, acc, i_next_acc[lane])
+                        for lane, acc in enumerate(group(self.i.payload.data, 0))]
+            lane_bias = [Mux(i_first, bias, i_next_bias[lane])
+                         for lane, bias in enumerate(group(cfg.bias, 0))]
 
         b_x     = Signal(data.ArrayLayout(signed(32), lanes))
         h_hh    = Signal(data.ArrayLayout(signed(32), lanes))
@@ -233,6 +285,7 @@ class PostProcessor(wiring.Component):
         d_y     = Signal(data.ArrayLayout(signed(32), lanes))
         r_z     = Signal(data.ArrayLayout(signed(32), lanes))
         r_round = Signal(data.ArrayLayout(unsigned(1), lanes))
+        r_small = Signal(data.ArrayLayout(unsigned(1), lanes))
         q_out   = Signal(data.ArrayLayout(signed(8), lanes))
 
         # Both factors split as a signed high half and an unsigned low half, x = xh * 2**16 + xl:
@@ -268,20 +321,33 @@ class PostProcessor(wiring.Component):
             # floor((p + 2**30) / 2**31), i.e. ((p >> 30) + 1) >> 1: a 34-bit add, not 64.
             m.d.sync += d_y[j].eq(Mux(s_sat[j], INT32_MAX, ((s_prod[j] >> 30) + 1) >> 1))
 
-            # r_: RoundingDivideByPOT as the reference writes it; the increment is deferred
-            # to the carry-in of the zero-point add.
-            remainder = d_y[j].as_unsigned() & round_mask
-            threshold = (round_mask >> 1) + d_y[j][31]
+            # r_: RoundingDivideByPOT. The reference's `(y & mask) > (mask >> 1) + (y < 0)`,
+            # with mask = 2**shift - 1, is a bit test: bit shift - 1 of y is set, and y is not
+            # negative or a bit below that one is set (never true for shift 0, where c_half is
+            # 0). The increment is deferred to q_. Beside the shifter, whether z = y >> shift
+            # lies in -256 .. 255: whether y's bits from 8 + shift up all equal its sign.
+            y = d_y[j].as_unsigned()
+            sign = d_y[j][31].replicate(32)
             m.d.sync += [
-                r_z[j].eq(d_y[j] >> cfg.shift),
-                r_round[j].eq(remainder > threshold),
+                r_z[j].eq(d_y[j] >> c_shift),
+                r_round[j].eq((y & c_half).any() & (~d_y[j][31] | (y & c_below).any())),
+                r_small[j].eq(~((y ^ sign) & c_top).any()),
             ]
 
-            # q_: the add is exact (34 bits), so out-of-range values saturate and never wrap.
-            # Lower bound first, then upper: the upper bound wins if hi < lo.
-            q = r_z[j] + cfg.zero_point + r_round[j]
-            q_lo = Mux(q < lo, lo, q)
-            m.d.sync += q_out[j].eq(Mux(q_lo > hi, hi, q_lo))
+            # q_: min(max(q, lo), hi) with q = z + zero_point + round exact, so out-of-range
+            # values saturate and never wrap. The bound checks compare z alone with the bounds
+            # less zero_point, in parallel with each other and with the add: z < lo - zero_point
+            # and z >= hi - zero_point, on 9 bits when z is small, else its sign decides. They
+            # leave round out: where that matters (z + round = lo - zero_point, or z = hi -
+            # zero_point with round 0), q is exactly the bound it is clamped to. The add needs
+            # only 8 bits, as an output within [lo, hi] is an int8. The upper bound wins if
+            # hi < lo.
+            z, rnd = r_z[j], r_round[j]
+            z9 = z[:9].as_signed()
+            below = Mux(r_small[j], z9 < c_lo_z, z[31])
+            above = Mux(r_small[j], z9 >= c_hi_z, ~z[31])
+            q = (z[:8] + c_zero + rnd)[:8]
+            m.d.sync += q_out[j].eq(Mux(above | c_hi_wins, c_hi, Mux(below, c_lo, q)))
 
         # Valid and `last` (and with passes, the pass number) travel beside the data, one
         # register per stage.

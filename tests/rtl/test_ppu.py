@@ -57,10 +57,12 @@ def accumulators_for(rng, config, rows, cols):
 
 
 def run_ppu(cols, batches, *, lanes=None, idle=0.0, stall=0.0, seed=0, cycles=None,
-            model_activation=None):
+            model_activation=None, monitors=()):
     """Stream batches of ``(config, accumulator rows)`` through a PostProcessor of ``lanes``.
 
-    The config changes only between batches, once every row of the previous one has left.
+    The config changes only between batches, once every row of the previous one has left, in
+    the cycle where the batch's first row is offered (unless ``idle`` delays that row).
+    ``monitors`` are functions of the unit, returning more background testbenches.
     Returns the output rows and the expected ones as lists of ``(values, last)``.
     """
     dut = PostProcessor(cols, lanes)
@@ -109,7 +111,7 @@ def run_ppu(cols, batches, *, lanes=None, idle=0.0, stall=0.0, seed=0, cycles=No
 
     violations = []
     # A lost row would leave the consumer waiting: fail fast instead (1 us per cycle).
-    simulate(dut, [producer, consumer], [monitor],
+    simulate(dut, [producer, consumer], [monitor] + [make(dut) for make in monitors],
              deadline=1e-6 * (50 * dut.interval * len(expected) + 1000))
     assert not violations, violations[0]
     return results, expected
@@ -145,7 +147,7 @@ def test_edge_values(cols, lanes):
     batches = []
     multipliers = [INT32_MAX, 2**30, INT32_MIN, -1, 0, 2**30 + 1]
     for i, multiplier in enumerate(multipliers):
-        for j, shift in enumerate([0, 31, 1]):
+        for j, shift in enumerate([0, 31, 1, 8, 22]):
             zero_point = int(rng.choice([-128, 127, 0]))
             config = {
                 # Biases near the int32 limits make acc + bias wrap.
@@ -168,6 +170,140 @@ def test_edge_values(cols, lanes):
                   for config, acc in batches)
     values = {v for row, _ in results for v in row}
     assert wrapped and {-128, 127} <= values
+
+
+# Rounding and clamping edges ------------------------------------------------------------------
+#
+# The multiplier INT32_MIN makes SaturatingRoundingDoublingHighMul a negation, y = -x, exact for
+# every x but INT32_MIN; so the accumulators acc = -y - bias give any y (but INT32_MIN, which no
+# multiply produces) to RoundingDivideByPOT, and the values around its rounding boundaries and
+# around the clamp bounds can be picked directly.
+
+def wrap32(values):
+    return ((np.asarray(values, dtype=np.int64) - INT32_MIN) & 0xffff_ffff) + INT32_MIN
+
+
+def values_around(shift, floors):
+    """The int32 values y (INT32_MIN aside) with ``y >> shift`` in ``floors`` and each kind of
+    remainder that RoundingDivideByPOT tells apart: none, the lowest bit, just below, exactly
+    at and just above one half (.5 of the result), and all ones."""
+    half = (1 << shift) >> 1
+    remainders = {r for r in (0, 1, half - 1, half, half + 1, (1 << shift) - 1)
+                  if 0 <= r < 1 << shift}
+    return sorted({f * 2**shift + r for f in floors for r in remainders
+                   if INT32_MIN < f * 2**shift + r <= INT32_MAX})
+
+
+def negating_batch(rng, cols, ys, shift, zero_point=0, activation=Activation.NONE,
+                   clamp_max=127):
+    """A config with the multiplier INT32_MIN and random biases, and accumulator rows that it
+    maps to the values ``ys`` before RoundingDivideByPOT (checked against the model)."""
+    config = {
+        "bias":       [int(v) for v in rng.integers(INT32_MIN, INT32_MAX + 1, size=cols)],
+        "multiplier": INT32_MIN,
+        "shift":      shift,
+        "zero_point": zero_point,
+        "activation": activation,
+        "clamp_max":  clamp_max,
+    }
+    ys = np.array(list(ys) + list(ys[:1]) * (-len(ys) % cols), dtype=np.int64).reshape(-1, cols)
+    acc = wrap32(-ys - np.array(config["bias"]))
+    assert np.array_equal(golden.srdhm(wrap32(acc + np.array(config["bias"])), INT32_MIN), ys)
+    return config, acc
+
+
+#: (C, L) pairs for the edge tests: full width, and time-shared with L dividing C or not.
+BOUNDARY_LANES = [(8, None), (5, 2), (16, 1)]
+#: Floors of y / 2**shift whose results lie at and around the int8 limits, 0, and the ends of
+#: -256 .. 255 (where q_ stops comparing z on 9 bits) and of -512 .. 511.
+ROUNDING_FLOORS = [-513, -512, -511, -257, -256, -255, -129, -128, -127, -2, -1, 0, 1, 126, 127,
+                   128, 254, 255, 256, 510, 511, 512]
+
+
+@pytest.mark.parametrize("cols, lanes", BOUNDARY_LANES)
+def test_rounding_boundaries(cols, lanes):
+    # Every shift 0 to 31, each with values exactly at .5 of a result and one either side, both
+    # signs (halves round away from zero), and the largest and smallest y.
+    rng = np.random.default_rng(200 + cols)
+    batches, halves = [], set()
+    for shift in range(32):
+        floors = ROUNDING_FLOORS + [INT32_MIN >> shift, INT32_MAX >> shift]
+        ys = values_around(shift, floors) + [INT32_MIN + 1, INT32_MAX]
+        batches.append(negating_batch(rng, cols, ys, shift))
+        if shift:
+            halves |= {(y > 0, y >> shift) for y in ys
+                       if y % 2**shift == 2**(shift - 1) and -128 <= y >> shift <= 127}
+    results, expected = run_ppu(cols, batches, lanes=lanes, stall=0.2, seed=cols)
+    assert results == expected
+    # Exact halves, with in-range results, of either sign.
+    assert {(True, 0), (True, 126), (False, -1), (False, -128)} <= halves
+
+
+#: (zero_point, clamp_max) pairs, with clamp_max below, at and above the zero point.
+CLAMP_CASES = [(0, 127), (-128, 127), (127, 127), (-128, -128), (-20, 6), (10, 100), (50, 50),
+               (50, 49), (127, -128), (-1, -2)]
+#: Shifts at the edges of the rounding bit test and of the small-z check (which looks at y's
+#: bits from 8 + shift up: at shift 22 only bit 30; from 23 on, every z is within -256 .. 255).
+CLAMP_SHIFTS = [0, 1, 2, 8, 21, 22, 23, 31]
+
+
+@pytest.mark.parametrize("cols, lanes", BOUNDARY_LANES)
+def test_clamp_boundaries(cols, lanes):
+    # z + round + zero_point exactly at lo and hi and one and two beyond, with round 0 and 1, in
+    # every mode, including clamp_max < zero_point (every output is clamp_max).
+    rng = np.random.default_rng(300 + cols)
+    batches, reached = [], set()
+    for i, (activation, (zero_point, clamp_max)) in enumerate(
+            (a, c) for a in Activation for c in CLAMP_CASES):
+        shift = CLAMP_SHIFTS[i % len(CLAMP_SHIFTS)]
+        lo, hi = golden.activation_bounds(activation, zero_point, clamp_max)
+        floors = {t - zero_point + d for t in (lo, hi) for d in range(-3, 3)}
+        ys = values_around(shift, sorted(floors | {-257, -256, -1, 0, 255, 256}))
+        batches.append(negating_batch(rng, cols, ys, shift, zero_point, activation, clamp_max))
+        z = golden.rounding_divide_by_pot(ys, shift).astype(np.int64)
+        for y, q in zip(ys, z + zero_point):
+            rounded = int(q - zero_point != y >> shift)
+            for name, bound in (("lo", lo), ("hi", hi)):
+                if abs(q - bound) <= 1:
+                    reached.add((activation, name, int(q - bound), rounded))
+    results, expected = run_ppu(cols, batches, lanes=lanes, stall=0.2, seed=cols)
+    assert results == expected
+    # Each bound, exactly and one beyond either side, with and without the rounding increment.
+    assert reached == {(a, name, d, r) for a in Activation for name in ("lo", "hi")
+                       for d in (-1, 0, 1) for r in (0, 1)}
+    # The upper bound wins when clamp_max < zero_point.
+    rows = iter(results)
+    for config, acc in batches:
+        values = {v for _ in acc for v in next(rows)[0]}
+        if config["activation"] == Activation.CLAMP and \
+                config["clamp_max"] < config["zero_point"]:
+            assert values == {config["clamp_max"]}
+
+
+@pytest.mark.parametrize("cols, lanes", [(3, None), (5, 2), (16, 1)])
+def test_config_changes_with_first_row(cols, lanes):
+    # The per-layer constants derived from cfg are registered, a cycle behind cfg, but used
+    # only from the r_ stage on: cfg may change in the very cycle in which the first row of
+    # the next layer is offered (run_ppu does that with idle=0), and every field can change.
+    rng = np.random.default_rng(400 + cols)
+    batches = []
+    for i in range(12):
+        config = random_config(rng, cols, Activation(i % 3))
+        batches.append((config, accumulators_for(rng, config, 1 + i % 3, cols)))
+    changes = []
+
+    def watch(dut):
+        async def process(ctx):
+            previous = None
+            async for _, _, cfg, valid in ctx.tick().sample(dut.cfg, dut.i.valid):
+                if previous is not None and cfg != previous:
+                    changes.append(valid)
+                previous = cfg
+        return process
+
+    results, expected = run_ppu(cols, batches, lanes=lanes, monitors=[watch])
+    assert results == expected
+    assert changes == [1] * (len(batches) - 1)
 
 
 def test_saturating_product_and_output():
@@ -206,7 +342,7 @@ def test_activation_codes_match_model():
     assert Activation.as_shape().width == 2
 
 
-@pytest.mark.parametrize("cols, lanes", [(4, None), (4, 1), (5, 2), (8, 3)])
+@pytest.mark.parametrize("cols, lanes", [(4, None), (4, 1), (5, 2), (8, 3), (16, 1)])
 def test_full_throughput(cols, lanes):
     # Without bubbles or backpressure, one row leaves every `interval` = ceil(C / L) cycles.
     rng = np.random.default_rng(9)
