@@ -11,7 +11,7 @@ import pytest
 
 from firmware.isa import Geometry
 from rtl.verilog import accelerator_verilog
-from sim.cocotb.runner import CocotbFailure, run_cocotb, simulator_missing
+from sim.cocotb.runner import run_cocotb, simulator_missing
 
 TEST_MODULE = "sim.cocotb.accelerator_tb"
 COCOTB_TESTS = ["compiled_matmul", "random_programs", "errors_and_resync"]
@@ -34,18 +34,10 @@ def verilog():
     return get
 
 
-#: Known failure, not yet understood: with this cocotb bench under Icarus, control signals show X
-#: from the first MATMUL on and the run times out. The design itself is fine under Icarus: the
-#: same kind of programs (compiled matmul with gaps and backpressure, errors, resync) pass
-#: byte for byte with a plain Verilog bench (tests/cocotb/test_accelerator_icarus.py), and
-#: this bench passes on Verilator. So the suspect is how this bench drives the ports under
-#: Icarus. Strict, so a fix shows up as XPASS and this mark must go.
-ICARUS_X = pytest.mark.xfail(raises=CocotbFailure, strict=True,
-                             reason="this cocotb bench stalls under Icarus; see the comment")
-
-
 @pytest.mark.parametrize("name", list(GEOMETRIES))
-@pytest.mark.parametrize("simulator", [pytest.param("icarus", marks=ICARUS_X), "verilator"])
+# (Under Icarus this bench used to stall with X on control signals from the first MATMUL;
+# it passes since the controller's ranges were narrowed and its decode stage registered.)
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 def test_accelerator(simulator, name, verilog, tmp_path):
     reason = simulator_missing(simulator)
     if reason:
