@@ -239,7 +239,8 @@ def test_build_defaults_and_report(monkeypatch, capsys):
     assert out.startswith(report_markdown(report))
     assert f"output folder: build/icebreaker-{board.geometry.rows}x{board.geometry.cols}\n" \
         in out
-    assert "bitstream:     build/icebreaker-4x4/puce.bin" in out
+    assert f"bitstream:     build/icebreaker-{board.geometry.rows}x{board.geometry.cols}/puce.bin" \
+        in out
     assert re.fullmatch(r"\[ +\d+\.\d s\] yosys \(synthesis\) \.\.\.\n", err)
 
     # Sizes override the board's array only (the depths stay the board's unless given); the
@@ -258,7 +259,7 @@ def test_build_defaults_and_report(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("board, fmax, suggestion", [
-    ("icebreaker", 18.2, "e.g. --clock 18"),
+    ("icebreaker", 17.6, "e.g. --clock 17"),  # the board's default clock is 18 MHz
     ("icebreaker", 14.9, "e.g. --clock 12"),      # below the PLL's 16 MHz: the oscillator
     ("ulx3s-85f", 87.25, "e.g. --clock 86"),  # the PLL makes 87.5 for 87
     ("tangnano9k", 3.5, "a smaller configuration"),
