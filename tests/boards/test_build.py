@@ -17,7 +17,7 @@ import time
 import warnings
 
 import pytest
-from amaranth.hdl import UnusedElaboratable
+from amaranth.hdl import Elaboratable, UnusedElaboratable
 
 from boards import build as build_module
 from boards.build import (FAMILIES, BuildError, _parse_multipliers, build, choose_dsp_cells,
@@ -248,7 +248,9 @@ def no_unused_warnings():
 
 
 def _silence(top):
-    for item in (top, top.pll, top.core):
+    # The top and the parts its constructor builds (the core builds its own parts too).
+    parts = [value for value in vars(top.core).values() if isinstance(value, Elaboratable)]
+    for item in (top, top.pll, top.core, *parts):
         item._MustUse__silence = True
 
 
