@@ -576,7 +576,8 @@ class Controller(wiring.Component):
     and checked (in priority order: ILLEGAL_OPCODE, MALFORMED, ADDRESS, then NO_WEIGHTS or
     WEIGHTS_FULL against the ``pending`` tile bit) and then *retired*: a failed instruction at
     once (it records the first error since the last SYNC), a good one when the scoreboard
-    lets it issue to its unit. After WRITE_UB, WRITE_WM or SET_PPU the byte stream belongs to
+    lets it issue to its unit. The verdict is registered, so a word retires one cycle after
+    it could at the earliest: 9 cycles per word at best. After WRITE_UB, WRITE_WM or SET_PPU the byte stream belongs to
     the :class:`~rtl.host_link.PayloadReceiver` until the payload and its padding are in (also
     when the instruction failed). An illegal opcode sends an ERROR packet and enters the
     faulted state, where words are dropped unseen until one equals the SYNC word.
@@ -611,7 +612,8 @@ class Controller(wiring.Component):
     * STALL_WEIGHTS: the MXU refuses an activation row (it is marked ``first`` and the tile is
       not loaded yet; the MXU's output is never held, so that is the only reason);
     * STALL_HAZARD: a complete instruction word waits in the decoder (unit, port or range busy;
-      SYNC and READ_COUNTERS waiting for idle units; an illegal opcode waiting to send ERROR);
+      SYNC and READ_COUNTERS waiting for idle units; an illegal opcode waiting to send ERROR;
+      and the one cycle of every word in which its verdict is registered);
     * STALL_HOST_IN: the controller could take a byte on ``i`` (a word or payload byte) and the
       host offers none (this includes the idle time after the end of a program);
     * STALL_HOST_OUT: a response byte is offered on ``o`` and the host does not take it;
@@ -878,14 +880,7 @@ class Controller(wiring.Component):
             self.idle.eq(all_idle & ~word_full),
         ]
 
-        # The scoreboard's verdict is registered, so a word issues one cycle after its checks
-        # pass (nine cycles per word at best, not eight): this cuts the long path from the
-        # range comparators through retire to every unit's start. A one-cycle-old verdict is
-        # safe because issue is in order: while a word waits, nothing else issues, so no new
-        # hazard can appear; units only finish, which at worst delays the word by a cycle.
         can_issue_now = Signal()
-        can_issue = Signal()
-        m.d.sync += can_issue.eq(can_issue_now & word_full & ~retire)
         conditions = []
         for opcode, condition in {
             Opcode.NOP:           1,
@@ -904,22 +899,34 @@ class Controller(wiring.Component):
             conditions.append(is_op[opcode] & condition)    # an illegal opcode never issues
         m.d.comb += can_issue_now.eq(Cat(conditions).any())
 
-        # Retire: a failed instruction at once (an illegal one once ERROR can go out), a good
-        # one when it can issue; in the faulted state, any word but SYNC at once.
-        with m.If(faulted):
-            m.d.comb += retire.eq(word_full & (~is_sync_word | all_idle))
-        with m.Else():
-            m.d.comb += retire.eq(word_full & Mux(failed, known | ~tx.busy, can_issue))
-        decoded = retire & ~faulted                 # an instruction, not a skipped word
-        issue   = decoded & ~failed
+        # Retire: a good instruction when it can issue, a failed one at once (an illegal one
+        # once ERROR can go out); in the faulted state, any word but SYNC at once, SYNC when
+        # every unit is idle. The verdict is registered, so every word retires one cycle after
+        # its checks pass (9 cycles per word at best, not 8): this cuts the long paths from the
+        # units' busy flags and the range comparators through retire to every unit's start.
+        # A one-cycle-old verdict is safe because issue is in order: while a word waits,
+        # nothing else issues or fails, so no new hazard can appear and `pending` and
+        # `faulted` hold; units only finish, which at worst delays the word by a cycle.
+        v_issue = Signal(name="verdict_issue")      # a good instruction issues
+        v_fail  = Signal(name="verdict_fail")       # a failed one is recorded
+        v_skip  = Signal(name="verdict_skip")       # a word is skipped (or SYNC, when faulted)
+        waiting = word_full & ~retire
+        m.d.sync += [
+            v_issue.eq(waiting & ~faulted & ~failed & can_issue_now),
+            v_fail.eq(waiting & ~faulted & failed & (known | ~tx.busy)),
+            v_skip.eq(waiting & faulted & (~is_sync_word | all_idle)),
+        ]
+        m.d.comb += retire.eq(v_issue | v_fail | v_skip)
+        decoded = v_issue | v_fail                  # an instruction, not a skipped word
+        issue   = v_issue
         do_sync = retire & is_sync_word             # in either state, the SYNC word is a SYNC
-        illegal = decoded & ~known
+        illegal = v_fail & ~known
 
         # The first error since the last SYNC and its index. A good SET_PPU notes its index
         # too, in case its configuration turns out invalid (MALFORMED) once its payload is in:
         # no other word is decoded before then, and a valid one puts the index back to 0.
         no_error = err_code == int(ErrorCode.OK)
-        note_index = decoded & (failed | is_op[Opcode.SET_PPU]) & no_error
+        note_index = (v_fail | (v_issue & is_op[Opcode.SET_PPU])) & no_error
         with m.If(do_sync):
             m.d.sync += [faulted.eq(0), index.eq(0), err_code.eq(0)]
         with m.Else():
@@ -954,7 +961,7 @@ class Controller(wiring.Component):
             rx.start.eq(decoded & has_payload),
             rx.command.addr.eq(a),
             rx.command.rows.eq(Mux(is_op[Opcode.SET_PPU], 1, n)),
-            rx.command.discard.eq(failed),
+            rx.command.discard.eq(v_fail),
             rx.command.kind.eq(Mux(is_op[Opcode.WRITE_UB], PayloadKind.UB,
                                    Mux(is_op[Opcode.WRITE_WM], PayloadKind.WM,
                                        PayloadKind.PPU))),
