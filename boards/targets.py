@@ -43,7 +43,7 @@ class Board:
     counter_bits : int
         Width of the performance counters (narrower on the smallest FPGA).
     lights : dict
-        :class:`rtl.serial_accelerator.StatusLights` field -> ``("resource", number)`` of the
+        :class:`rtl.lights.StatusLights` field -> ``("resource", number)`` of the
         LED that shows it.
     nextpnr : tuple of str
         Device arguments of its nextpnr.

@@ -1,35 +1,18 @@
 """The accelerator behind a UART: what a board carries, without the board."""
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out, connect
 
 from firmware.isa import Geometry
 from firmware.link import MAX_PAYLOAD
 from .accelerator import Accelerator
+from .lights import Lights, StatusLights
 from .link import LinkBridge
 from .params import check_int
 from .uart import UARTReceiver, UARTTransmitter
 
-__all__ = ["StatusLights", "SerialAccelerator"]
-
-
-class StatusLights(data.StructLayout):
-    """What a board shows on its LEDs.
-
-    Members
-    -------
-    alive : unsigned(1)
-        Blinks at about 1 Hz while the clock runs and reset is released.
-    ok : unsigned(1)
-        Lit for about 50 ms after each good frame.
-    error : unsigned(1)
-        Lit for about 50 ms after each rejected frame.
-    busy : unsigned(1)
-        The accelerator is not idle.
-    """
-    def __init__(self):
-        super().__init__({"alive": 1, "ok": 1, "error": 1, "busy": 1})
+__all__ = ["SerialAccelerator"]
 
 
 class SerialAccelerator(wiring.Component):
@@ -50,7 +33,7 @@ class SerialAccelerator(wiring.Component):
         The accelerator's sizes.
     clk_freq : int or float
         Frequency of the ``sync`` clock, in Hz: it sets the UART's bit period and the LED
-        timers.
+        timers (:class:`~rtl.lights.Lights`).
     baud : int
         Line rate in bit/s (at least 4 clock cycles per bit).
     max_payload : int
@@ -90,11 +73,12 @@ class SerialAccelerator(wiring.Component):
             self._uart_rx = UARTReceiver(clk_freq=clk_freq, baud=baud)
             self._uart_tx = UARTTransmitter(clk_freq=clk_freq, baud=baud)
             self._bridge = LinkBridge(max_payload=max_payload)
+            self._lights = Lights(clk_freq=clk_freq)
             self._accelerator = Accelerator(geometry, ppu_lanes=ppu_lanes,
                                             counter_bits=counter_bits)
         except Exception:
             self._MustUse__silence = True
-            for part in ("_uart_rx", "_uart_tx", "_bridge"):
+            for part in ("_uart_rx", "_uart_tx", "_bridge", "_lights"):
                 if hasattr(self, part):
                     getattr(self, part)._MustUse__silence = True
             raise
@@ -152,20 +136,11 @@ class SerialAccelerator(wiring.Component):
         connect(m, from_acc.r_stream, bridge.i)
         m.d.comb += bridge.idle.eq(accelerator.idle & (to_acc.level == 0))
 
-        # LEDs: a heartbeat and pulse stretchers, timed from the clock frequency.
-        blink = max(1, int(self._clk_freq // 2))
-        stretch = max(1, int(self._clk_freq // 20))
-        alive_count = Signal(range(blink))
-        with m.If(alive_count == blink - 1):
-            m.d.sync += [alive_count.eq(0), self.lights.alive.eq(~self.lights.alive)]
-        with m.Else():
-            m.d.sync += alive_count.eq(alive_count + 1)
-        for name, pulse in (("ok", bridge.frame_ok), ("error", bridge.frame_error)):
-            left = Signal(range(stretch + 1), name=f"{name}_left")
-            with m.If(pulse):
-                m.d.sync += left.eq(stretch)
-            with m.Elif(left != 0):
-                m.d.sync += left.eq(left - 1)
-            m.d.comb += getattr(self.lights, name).eq(left != 0)
-        m.d.comb += self.lights.busy.eq(~accelerator.idle)
+        m.submodules.lights = lights = self._lights
+        m.d.comb += [
+            lights.ok.eq(bridge.frame_ok),
+            lights.error.eq(bridge.frame_error),
+            lights.busy.eq(~accelerator.idle),
+            self.lights.eq(lights.lights),
+        ]
         return m

@@ -154,6 +154,14 @@ class SimulatedSerialLine(_Clocked):
     max_payload, ppu_lanes
         Build parameters of the simulated board.
     to_board, to_host : LineFaults or None
+
+    Attributes
+    ----------
+    dut : rtl.serial_accelerator.SerialAccelerator
+    cycles : int
+        Clock cycles simulated so far.
+    lit : dict of str to bool
+        For each of the board's status lights, whether it has been lit so far.
     """
     CLOCK = 1e6
 
@@ -173,6 +181,7 @@ class SimulatedSerialLine(_Clocked):
         self.to_board, self.to_host = to_board, to_host
         self.byte_time = 10 * cycles_per_bit / self.CLOCK
         self.cycles = 0
+        self.lit = dict.fromkeys(("alive", "ok", "error", "busy"), False)  # ever lit
         self._pending = deque()         # (byte, framing_error) still to drive on rx
         self._received = bytearray()
         self.sim = Simulator(self.dut)
@@ -202,8 +211,10 @@ class SimulatedSerialLine(_Clocked):
     async def _monitor(self, ctx):
         cpb = self.cycles_per_bit
         countdown, bits = None, []
-        async for _, _, tx in ctx.tick().sample(self.dut.tx):
+        async for _, _, tx, lights in ctx.tick().sample(self.dut.tx, self.dut.lights):
             self.cycles += 1
+            for name in self.lit:
+                self.lit[name] |= bool(getattr(lights, name))
             if countdown is None:
                 if not tx:                              # a start bit: sample mid-bit from here
                     countdown, bits = cpb + cpb // 2, []

@@ -77,6 +77,9 @@ def test_noise_before_a_frame_is_rejected_and_the_request_still_runs_once():
     answer = link.transact(program)
     assert answer.payload == AcceleratorModel(G).run(program)
     assert link.stats["rejected"] + link.stats["stale"] >= 1
+    # The LEDs saw it: a rejected frame, good ones, and the accelerator at work. (The
+    # heartbeat's first toggle is half a second away.)
+    assert line.lit == {"alive": False, "ok": True, "error": True, "busy": True}
 
 
 def test_constructor_errors():
