@@ -101,8 +101,9 @@ class PostProcessor(wiring.Component):
 
     Six register stages, named by prefix, split the 32 x 32 multiply in two cycles so that
     neither holds more than one DSP multiply or one adder: ``b_`` the biased value ``x``;
-    ``h_`` the four partial products of ``x * multiplier`` (16 x 16 bits, each one 18 x 18 DSP
-    block on ECP5 and one SB_MAC16 on iCE40); ``s_`` their sum, the 64-bit product; ``d_`` the
+    ``h_`` the four partial products of ``x * multiplier`` (16 x 16 bits of one signedness,
+    each one 18 x 18 DSP block on ECP5 and one SB_MAC16 on iCE40) and a small correction for
+    the halves taken as signed; ``s_`` their sum, the 64-bit product; ``d_`` the
     doubled high half ``y``; ``r_`` ``y`` shifted right, its rounding bit (a bit test, no
     carry chain) and whether the shifted value lies in -256 .. 255; ``q_`` the clamped output,
     where both bound checks compare the shifted value alone (on 9 bits) with the bounds less
@@ -279,6 +280,7 @@ class PostProcessor(wiring.Component):
         h_hl    = Signal(data.ArrayLayout(signed(32), lanes))
         h_lh    = Signal(data.ArrayLayout(signed(32), lanes))
         h_ll    = Signal(data.ArrayLayout(unsigned(32), lanes))
+        h_fix   = Signal(data.ArrayLayout(signed(17), lanes))
         h_sat   = Signal(data.ArrayLayout(unsigned(1), lanes))
         s_prod  = Signal(data.ArrayLayout(signed(64), lanes))
         s_sat   = Signal(data.ArrayLayout(unsigned(1), lanes))
@@ -288,32 +290,40 @@ class PostProcessor(wiring.Component):
         r_small = Signal(data.ArrayLayout(unsigned(1), lanes))
         q_out   = Signal(data.ArrayLayout(signed(8), lanes))
 
-        # Both factors split as a signed high half and an unsigned low half, x = xh * 2**16 + xl:
-        # every partial product is 16 x 16 bits with the signedness of its halves, which one
-        # MULT18X18D (as 17 x 17 signed) or one SB_MAC16 (signed or not per operand) holds.
+        # Both factors split as a signed high half and an unsigned low half, x = xh * 2**16 + xl.
+        # A product of mixed signedness (xh * ml, xl * mh) is 17 x 16 bits to Yosys, two
+        # SB_MAC16s on iCE40; so the low halves enter the cross products as signed, xl =
+        # xl_s + 2**16 * xl[15], and what that leaves out, (xl[15] * mh + ml[15] * xh) * 2**32,
+        # is added to the high product beside the middle sum. Every product is then 16 x 16
+        # bits of one signedness: one MULT18X18D or one SB_MAC16.
         mul_hi, mul_lo = cfg.multiplier[16:].as_signed(), cfg.multiplier[:16]
 
         for j in range(lanes):
             # b_: the 33-bit sum is truncated to 32 bits, so the bias add wraps.
             m.d.sync += b_x[j].eq(lane_acc[j] + lane_bias[j])
 
-            # h_: the four partial products alone, one DSP multiply each; the mixed ones fit 32
-            # signed bits (|xh * ml| <= 2**15 * (2**16 - 1)). The only product whose doubled
-            # high half overflows is INT32_MIN * INT32_MIN; flag it for saturation.
+            # h_: the four partial products alone, one DSP multiply each, and the correction.
+            # The only product whose doubled high half overflows is INT32_MIN * INT32_MIN; flag
+            # it for saturation.
             x_hi, x_lo = b_x[j][16:].as_signed(), b_x[j][:16]
             m.d.sync += [
                 h_hh[j].eq(x_hi * mul_hi),
-                h_hl[j].eq(x_hi * mul_lo),
-                h_lh[j].eq(x_lo * mul_hi),
+                h_hl[j].eq(x_hi * mul_lo.as_signed()),
+                h_lh[j].eq(x_lo.as_signed() * mul_hi),
                 h_ll[j].eq(x_lo * mul_lo),
+                h_fix[j].eq(Mux(x_lo[15], mul_hi, 0) + Mux(mul_lo[15], x_hi, 0)),
                 h_sat[j].eq((b_x[j] == INT32_MIN) & (cfg.multiplier == INT32_MIN)),
             ]
 
-            # s_: p = hh * 2**32 + (hl + lh) * 2**16 + ll. The outer two do not overlap, so
-            # they concatenate: a three-operand add over bits 16 to 63, instead of the adder
-            # tree that follows the DSP blocks of a single-cycle multiply.
+            # s_: p = (hh + fix) * 2**32 + (hl + lh) * 2**16 + ll. The outer two do not overlap,
+            # so they concatenate: a three-operand add over bits 16 to 63, instead of the adder
+            # tree that follows the DSP blocks of a single-cycle multiply; hh + fix runs beside
+            # hl + lh, not in series. (Bits past 63 are dropped: p itself fits.)
+            high = Signal(signed(33), name=f"s_high_{j}")
+            middle = Signal(signed(33), name=f"s_middle_{j}")
+            m.d.comb += [high.eq(h_hh[j] + h_fix[j]), middle.eq(h_hl[j] + h_lh[j])]
             m.d.sync += [
-                s_prod[j].eq(Cat(h_ll[j], h_hh[j]).as_signed() + ((h_hl[j] + h_lh[j]) << 16)),
+                s_prod[j].eq(Cat(h_ll[j], high).as_signed() + (middle << 16)),
                 s_sat[j].eq(h_sat[j]),
             ]
 
