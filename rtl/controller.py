@@ -30,6 +30,7 @@ from .host_link import (ADDR_BITS, PayloadKind, PayloadReceiver, ResponseKind, R
                         RowRange, check_geometry, overlaps, row_shape)
 from .mxu import ActivationRow, ResultRow, WeightRow
 from .ppu import AccumulatorRow, PostProcessorConfig, QuantizedRow
+from .skid import SkidBuffer
 from .unified_buffer import ReadRequest, ReadResponse, RowWrite
 
 __all__ = [
@@ -706,7 +707,11 @@ class Controller(wiring.Component):
         connect(m, mm.acc_w, flipped(self.acc.w))
         connect(m, act.ppu_i, flipped(self.ppu.i))
         connect(m, flipped(self.ppu.o), act.ppu_o)
-        connect(m, tx.out, flipped(self.o))
+        # Responses leave through a skid buffer: the sender's wide buffer and counter snapshot
+        # shift on a ready that is a flip-flop, not on the consumer's logic.
+        m.submodules.response_skid = skid = SkidBuffer(8)
+        connect(m, tx.out, skid.i)
+        connect(m, skid.o, flipped(self.o))
 
         # Shared ports.
         _share_read_port(m, "ub_read", self.ub.r_addr, self.ub.r_data,
@@ -877,7 +882,7 @@ class Controller(wiring.Component):
         all_idle = Signal()
         m.d.comb += [
             all_idle.eq(~loader.busy & mm.idle & ~act.busy & ~tx.busy & ~rx.busy),
-            self.idle.eq(all_idle & ~word_full),
+            self.idle.eq(all_idle & ~word_full & ~skid.o.valid),
         ]
 
         can_issue_now = Signal()
