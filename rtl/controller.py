@@ -915,11 +915,21 @@ class Controller(wiring.Component):
         v_issue = Signal(name="verdict_issue")      # a good instruction issues
         v_fail  = Signal(name="verdict_fail")       # a failed one is recorded
         v_skip  = Signal(name="verdict_skip")       # a word is skipped (or SYNC, when faulted)
+        v_respond = Signal(name="verdict_respond")  # ... and the retiring word starts a response
         waiting = word_full & ~retire
+        issue_next = waiting & ~faulted & ~failed & can_issue_now
+        fail_next = waiting & ~faulted & failed & (known | ~tx.busy)
+        skip_next = waiting & faulted & (~is_sync_word | all_idle)
+        answers = (is_op[Opcode.READ_UB] | is_op[Opcode.READ_ACC] |
+                   is_op[Opcode.READ_COUNTERS] | is_sync_word)
         m.d.sync += [
-            v_issue.eq(waiting & ~faulted & ~failed & can_issue_now),
-            v_fail.eq(waiting & ~faulted & failed & (known | ~tx.busy)),
-            v_skip.eq(waiting & faulted & (~is_sync_word | all_idle)),
+            v_issue.eq(issue_next),
+            v_fail.eq(fail_next),
+            v_skip.eq(skip_next),
+            # A SYNC, an illegal opcode's ERROR or a READ: its own flip-flop, because the
+            # sender's start is the clock enable of its wide buffer.
+            v_respond.eq((issue_next & answers) | (fail_next & ~known) |
+                         (skip_next & is_sync_word)),
         ]
         m.d.comb += retire.eq(v_issue | v_fail | v_skip)
         decoded = v_issue | v_fail                  # an instruction, not a skipped word
@@ -995,9 +1005,7 @@ class Controller(wiring.Component):
 
         # Responses.
         m.d.comb += [
-            tx.start.eq(do_sync | illegal |
-                        (issue & (is_op[Opcode.READ_UB] | is_op[Opcode.READ_ACC] |
-                                  is_op[Opcode.READ_COUNTERS]))),
+            tx.start.eq(v_respond),             # do_sync | illegal | a READ issuing
             tx.command.addr.eq(a),
             tx.command.n.eq(n),
             tx.counters.eq(counters.values),
