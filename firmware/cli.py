@@ -504,7 +504,8 @@ def _parser():
     build_parser.add_argument("--acc-depth", metavar="N",
                               help="accumulator rows (default: the board's)")
     build_parser.add_argument("--dsp-budget", metavar="N",
-                              help="DSP blocks the multipliers may use (default: all)")
+                              help="DSP blocks the multipliers may use (default: the board's, "
+                                   "else all)")
     build_parser.add_argument("--seed", metavar="N", help="nextpnr placement seed (default 1)")
     build_parser.add_argument("--out", metavar="DIR",
                               help="output folder (default build/<board>-<R>x<C>)")

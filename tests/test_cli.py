@@ -259,9 +259,9 @@ def test_build_defaults_and_report(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("board, fmax, suggestion", [
-    ("icebreaker", 17.6, "e.g. --clock 17"),  # the board's default clock is 18 MHz
+    ("icebreaker", 17.6, "e.g. --clock 17"),  # below the board's default clock, 21 MHz
     ("icebreaker", 14.9, "e.g. --clock 12"),      # below the PLL's 16 MHz: the oscillator
-    ("ulx3s-85f", 87.25, "e.g. --clock 86"),  # the PLL makes 87.5 for 87
+    ("ulx3s-85f", 41.2, "e.g. --clock 41"),   # the PLL makes 40.625 for 41
     ("tangnano9k", 3.5, "a smaller configuration"),
 ])
 def test_build_timing_failure_warns(board, fmax, suggestion, monkeypatch, capsys):
@@ -276,6 +276,15 @@ def test_build_timing_failure_warns(board, fmax, suggestion, monkeypatch, capsys
     assert warning[0].startswith(f"WARNING: timing failed: achieved Fmax {fmax:.2f} MHz < "
                                  f"target clock ")
     assert suggestion in warning[0]
+
+
+def test_suggested_clock_is_one_the_pll_makes_below_fmax():
+    from boards.targets import BOARDS
+    from firmware.cli import _suggest_clock
+
+    assert _suggest_clock(BOARDS["ulx3s-85f"], 87.25) == 86    # the PLL makes 87.5 for 87
+    assert _suggest_clock(BOARDS["icebreaker"], 14.9) == 12     # the oscillator, no PLL
+    assert _suggest_clock(BOARDS["tangnano9k"], 3.5) is None
 
 
 def test_build_error_exit_status(monkeypatch, capsys):

@@ -393,7 +393,7 @@ def _check_dsp_budget(small_build):
     log = (out / "synth_2.log").read_text()
     assert "did not match any object" not in log
     family = FAMILIES[board.family]
-    budget = family["dsps"]
+    budget = family["dsps"] if board.dsp_budget is None else board.dsp_budget
     assert report["dsp_budget"] == budget
     dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])
     assert report["dsp_blocks_planned"] == blocks <= budget
