@@ -401,8 +401,10 @@ class ResponseSender(wiring.Component):
         hi        = Signal(range(depth + 1), name="tx_hi")
 
         # Rows remain to be loaded into the buffer while requests remain or a response waits
-        # in the read port's register (it holds one at most).
-        requesting = req_addr != hi
+        # in the read port's register (it holds one at most). ``requesting`` is a flip-flop
+        # (req_addr != hi, kept up to date below), because it starts the read port's
+        # arbitration and the scoreboard's range checks.
+        requesting = Signal(name="tx_requesting")
         rows_left = requesting | self.ub_r_data.valid | self.acc_r_data.valid
         m.d.comb += [
             self.out.valid.eq(count != 0),
@@ -424,7 +426,7 @@ class ResponseSender(wiring.Component):
             ]
         with m.If((self.ub_r_addr.valid & self.ub_r_addr.ready) |
                   (self.acc_r_addr.valid & self.acc_r_addr.ready)):
-            m.d.sync += req_addr.eq(next_addr)
+            m.d.sync += [req_addr.eq(next_addr), requesting.eq(next_addr != hi)]
 
         # The counter payload: byte k of each u64 is live if k < live_bytes; its position in
         # the u64 follows from the bytes left, since the payload ends on a u64 boundary.
@@ -493,6 +495,6 @@ class ResponseSender(wiring.Component):
         with m.If(self.start):
             m.d.sync += kind.eq(command.kind)
             with m.If(is_rows):
-                m.d.sync += [req_addr.eq(command.addr),
+                m.d.sync += [req_addr.eq(command.addr), requesting.eq(n != 0),
                              lo.eq(command.addr), hi.eq(command.addr + n)]
         return m
