@@ -31,8 +31,8 @@ TOLERANCE = 0.15
 TOLERANCE_CYCLES = 64
 
 # Fixed latencies of the RTL, in cycles (calibrated against the Verilator model).
-_DECODE = 2             # word assembled -> instruction issued
-_VERDICT = 1            # the scoreboard's registered verdict: a word takes 9 cycles
+_DECODE = 3             # word assembled -> instruction issued
+_VERDICT = 2            # registered hazards, then the registered verdict: a word takes 10 cycles
 _READ = 2               # memory read request -> response registered
 _ACC_WRITE = 3          # MXU result -> visible in the accumulator memory
 _PPU = 6                # PPU pipeline

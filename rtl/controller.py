@@ -39,7 +39,8 @@ __all__ = [
     "ActivateUnit", "Controller",
 ]
 
-#: MATMUL instructions whose accumulator writes may be in flight at once.
+#: MATMUL instructions whose accumulator writes may be in flight at once (a power of 2: the
+#: queue's pointers wrap around).
 MATMUL_QUEUE = 4
 
 
@@ -209,6 +210,8 @@ class MatmulCommand(data.StructLayout):
         Unified buffer rows read (activations), 1 or more.
     acc : RowRange(acc_depth)
         Accumulator rows written, as many.
+    rows : unsigned(ceil_log2(ub_depth + 1))
+        Their number (the word's ``n``), so that the unit needs no subtractor.
     signed : unsigned(1)
         The activations are int8.
     accumulate : unsigned(1)
@@ -218,6 +221,7 @@ class MatmulCommand(data.StructLayout):
     """
     def __init__(self, geometry):
         super().__init__({"ub": RowRange(geometry.ub_depth), "acc": RowRange(geometry.acc_depth),
+                          "rows": range(geometry.ub_depth + 1),
                           "signed": 1, "accumulate": 1, "swap": 1})
 
 
@@ -226,8 +230,10 @@ class MatmulUnit(wiring.Component):
 
     The *feeder* sends the read requests of one MATMUL at a time and passes each response
     on to ``x`` as an activation row (``first`` on the first row of a SWAP, ``last`` on the
-    last row of every MATMUL). The next MATMUL may start in the cycle the previous one's last
-    request is accepted (``finishing``), so back-to-back MATMULs leave no bubble.
+    last row of every MATMUL). A MATMUL that starts while another is being fed waits in a
+    one-entry command register (``queued``) and follows it without a bubble. The decoder only
+    has to see ``queued``, a flip-flop, and not the read port's handshake, to know whether the
+    next MATMUL may start.
 
     The *write-back* turns each result on ``o`` into an accumulator write. Results leave the MXU
     in order, so a queue of the accumulator ranges of the MATMULs in flight (``acc_writes``,
@@ -244,20 +250,21 @@ class MatmulUnit(wiring.Component):
     Members
     -------
     start : In(1)
-        Begin a MATMUL (while ``feeding`` is low or ``finishing`` is high, and ``full`` is
-        low).
+        Begin a MATMUL (while ``queued`` and ``full`` are low).
     command : In(MatmulCommand(geometry))
         Sampled with ``start``.
     feeding : Out(1)
-        Read requests remain to be sent: ``read_range`` must not be overwritten yet.
-    finishing : Out(1)
-        The last read request is accepted in this cycle.
+        Read requests remain to be sent, by the MATMUL being fed or the queued one.
+    queued : Out(1)
+        A MATMUL waits behind the one being fed.
     full : Out(1)
         Every queue entry is in use.
     idle : Out(1)
         Nothing in flight: no requests to send, and every result has landed.
     read_range : Out(RowRange(ub_depth))
         Unified buffer rows of the MATMUL being fed.
+    queued_range : Out(RowRange(ub_depth))
+        Unified buffer rows of the queued MATMUL.
     acc_writes : Out(ArrayLayout(PendingRange(acc_depth), MATMUL_QUEUE))
         Accumulator rows of every MATMUL whose writes have not all landed.
     ub_r_addr : Out(stream.Signature(ReadRequest(ub_depth)))
@@ -278,10 +285,11 @@ class MatmulUnit(wiring.Component):
             "start":      In(1),
             "command":    In(MatmulCommand(g)),
             "feeding":    Out(1),
-            "finishing":  Out(1),
+            "queued":     Out(1),
             "full":       Out(1),
             "idle":       Out(1),
             "read_range": Out(RowRange(g.ub_depth)),
+            "queued_range": Out(RowRange(g.ub_depth)),
             "acc_writes": Out(data.ArrayLayout(PendingRange(g.acc_depth), MATMUL_QUEUE)),
             "ub_r_addr":  Out(stream.Signature(ReadRequest(g.ub_depth))),
             "ub_r_data":  In(stream.Signature(ReadResponse(
@@ -304,13 +312,20 @@ class MatmulUnit(wiring.Component):
         resp_first  = Signal(name="mm_resp_first")
         resp_signed = Signal(name="mm_resp_signed")
 
+        # Requests left to send, with flip-flops for "some" and "one": compares of an address
+        # against the range's end were long ripple paths into the port's handshake.
+        req_left     = Signal(range(g.ub_depth + 1), name="mm_req_left")
+        active       = Signal(name="mm_active")        # req_left != 0
+        last_request = Signal(name="mm_req_last")      # req_left == 1
+        queued_cmd   = Signal(MatmulCommand(g), name="mm_queued_command")
+
         fire = self.ub_r_addr.valid & self.ub_r_addr.ready
         next_addr = req_addr + 1
-        last_request = next_addr == self.read_range.hi
+        advance = ~active | (fire & last_request)      # the feeder takes its next command
         m.d.comb += [
-            self.feeding.eq(req_addr != self.read_range.hi),
-            self.finishing.eq(fire & last_request),
-            self.ub_r_addr.valid.eq(self.feeding),
+            self.feeding.eq(active | self.queued),
+            self.queued_range.eq(queued_cmd.ub),
+            self.ub_r_addr.valid.eq(active),
             self.ub_r_addr.payload.addr.eq(req_addr),
             self.ub_r_addr.payload.last.eq(last_request),
             self.x.valid.eq(self.ub_r_data.valid),
@@ -323,24 +338,40 @@ class MatmulUnit(wiring.Component):
         with m.If(fire):
             m.d.sync += [
                 req_addr.eq(next_addr),
+                req_left.eq(req_left - 1),
+                active.eq(~last_request),
+                last_request.eq(req_left == 2),
                 req_first.eq(0),
                 resp_first.eq(req_first),
                 resp_signed.eq(is_signed),
             ]
-        with m.If(self.start):
+
+        def feed(command, rows):
             m.d.sync += [
-                req_addr.eq(cmd.ub.lo),
-                req_first.eq(cmd.swap),
-                is_signed.eq(cmd.signed),
-                self.read_range.eq(cmd.ub),
+                req_addr.eq(command.ub.lo),
+                req_left.eq(rows),
+                active.eq(1),
+                last_request.eq(rows == 1),
+                req_first.eq(command.swap),
+                is_signed.eq(command.signed),
+                self.read_range.eq(command.ub),
             ]
+        with m.If(advance & self.queued):
+            feed(queued_cmd, queued_cmd.rows)
+            m.d.sync += self.queued.eq(0)
+        with m.Elif(advance & self.start):
+            feed(cmd, cmd.rows)
+        with m.Elif(self.start):
+            m.d.sync += [queued_cmd.eq(cmd), self.queued.eq(1)]
 
         # Write-back queue: entries are allocated at `tail` and retired from `head`.
         queue = self.acc_writes
         accumulate = Signal(MATMUL_QUEUE, name="mm_accumulate")
         head = Signal(range(MATMUL_QUEUE), name="mm_head")
         tail = Signal(range(MATMUL_QUEUE), name="mm_tail")
-        row  = Signal(row_shape(g.acc_depth), name="mm_wb_row")  # row within the head's MATMUL
+        # The head's next row, queue[head].range.lo + row, kept in a register: the sum would
+        # otherwise run on into the accumulator's read address and its forwarding compare.
+        wb_addr = Signal(range(g.acc_depth), name="mm_wb_addr")
         freeing = Signal(name="mm_freeing")                 # the head retired last cycle
         freed   = Signal(range(MATMUL_QUEUE), name="mm_freed")
 
@@ -350,18 +381,25 @@ class MatmulUnit(wiring.Component):
                          ~Cat(queue[k].valid for k in range(MATMUL_QUEUE)).any()),
             self.o.ready.eq(self.acc_w.ready),
             self.acc_w.valid.eq(self.o.valid),
-            self.acc_w.payload.addr.eq(queue[head].range.lo + row),
+            self.acc_w.payload.addr.eq(wb_addr),
             self.acc_w.payload.accumulate.eq(accumulate.bit_select(head, 1)),
             self.acc_w.payload.data.eq(self.o.payload.data),
         ]
         m.d.sync += freeing.eq(0)
+        wb_last = self.acc_w.valid & self.acc_w.ready & self.o.payload.last
+        head_next = Mux(wb_last, head + 1, head)[:len(head)]
         with m.If(self.acc_w.valid & self.acc_w.ready):
             with m.If(self.o.payload.last):
-                m.d.sync += [row.eq(0), head.eq(head + 1), freeing.eq(1), freed.eq(head)]
+                m.d.sync += [head.eq(head + 1), freeing.eq(1), freed.eq(head),
+                             wb_addr.eq(queue[head_next].range.lo)]
             with m.Else():
-                m.d.sync += row.eq(row + 1)
+                m.d.sync += wb_addr.eq(wb_addr + 1)
         with m.If(self.start):
             m.d.sync += tail.eq(tail + 1)
+            # A MATMUL that becomes the head at once (the queue is empty after this cycle; it
+            # cannot be full, or it would not start) brings its first row itself.
+            with m.If(tail == head_next):
+                m.d.sync += wb_addr.eq(cmd.acc.lo)
         for k in range(MATMUL_QUEUE):
             with m.If(self.start & (tail == k)):
                 m.d.sync += [queue[k].valid.eq(1), accumulate[k].eq(cmd.accumulate),
@@ -385,11 +423,14 @@ class ActivateCommand(data.StructLayout):
         Accumulator rows read, 1 or more.
     ub : RowRange(ub_depth)
         Unified buffer rows written, as many.
+    rows : unsigned(ceil_log2(acc_depth + 1))
+        Their number (the word's ``n``).
     lane : unsigned(max(ceil_log2(R - C + 1), 1))
         The first of the C bytes written in each unified buffer row, at most R - C.
     """
     def __init__(self, geometry):
         super().__init__({"acc": RowRange(geometry.acc_depth), "ub": RowRange(geometry.ub_depth),
+                          "rows": range(geometry.acc_depth + 1),
                           "lane": range(max(geometry.rows - geometry.cols + 1, 2))})
 
 
@@ -456,18 +497,19 @@ class ActivateUnit(wiring.Component):
         rows, cols = g.rows, g.cols
         cmd = self.command
 
-        req_addr = Signal(range(g.acc_depth + 1), name="act_req_addr")  # up to read_range.hi
+        req_addr = Signal(row_shape(g.acc_depth), name="act_req_addr")
+        # Requests left, with flip-flops for "some" (`reading`) and "one" (see MatmulUnit).
+        req_left = Signal(range(g.acc_depth + 1), name="act_req_left")
+        req_last = Signal(name="act_req_last")
         wr_addr  = Signal(row_shape(g.ub_depth), name="act_wr_addr")
         lane     = Signal.like(cmd.lane, name="act_lane")
         busy     = Signal(name="act_busy")
-        next_addr = req_addr + 1
 
         m.d.comb += [
             self.busy.eq(busy),
-            self.reading.eq(req_addr != self.read_range.hi),
             self.acc_r_addr.valid.eq(self.reading),
             self.acc_r_addr.payload.addr.eq(req_addr),
-            self.acc_r_addr.payload.last.eq(next_addr == self.read_range.hi),
+            self.acc_r_addr.payload.last.eq(req_last),
             self.ppu_i.valid.eq(self.acc_r_data.valid),
             self.ppu_i.payload.data.eq(self.acc_r_data.payload.data),
             self.ppu_i.payload.last.eq(self.acc_r_data.payload.last),
@@ -493,14 +535,19 @@ class ActivateUnit(wiring.Component):
                 with m.Default():                   # the decoder never issues such a lane
                     m.d.comb += self.ub_w.payload.mask.eq(0)
         with m.If(self.acc_r_addr.valid & self.acc_r_addr.ready):
-            m.d.sync += req_addr.eq(next_addr)
+            m.d.sync += [req_addr.eq(req_addr + 1), req_left.eq(req_left - 1),
+                         self.reading.eq(~req_last), req_last.eq(req_left == 2)]
         with m.If(self.ub_w.valid & self.ub_w.ready):
             m.d.sync += wr_addr.eq(wr_addr + 1)
             with m.If(self.ppu_o.payload.last):
                 m.d.sync += busy.eq(0)
+        cmd_rows = cmd.rows
         with m.If(self.start):
             m.d.sync += [
                 req_addr.eq(cmd.acc.lo),
+                req_left.eq(cmd_rows),
+                self.reading.eq(1),
+                req_last.eq(cmd_rows == 1),
                 wr_addr.eq(cmd.ub.lo),
                 lane.eq(cmd.lane),
                 busy.eq(1),
@@ -515,25 +562,32 @@ def _share_read_port(m, name, request, response, users):
 
     At most one user sends requests at a time (the scoreboard sees to that). ``owner`` changes
     exactly when the port's response register does, so it always names the user whose
-    response the register holds, and routes that response to it.
+    response the register holds, and routes that response to it. A user's request waits while
+    the register holds another user's response: then its handshake depends only on its own
+    response's ``ready``, not through ``owner`` on every other user's logic.
     """
     owner  = Signal(range(len(users)), name=f"{name}_owner")
     select = Signal(range(len(users)), name=f"{name}_select")
     for k, (user_request, _) in enumerate(users):
         with m.If(user_request.valid):
             m.d.comb += select.eq(k)
+    # The register can take a request from user k when it is empty or k takes its response.
+    free = [~response.valid | ((owner == k) & user_response.ready)
+            for k, (_, user_response) in enumerate(users)]
     with m.Switch(select):
         for k, (user_request, _) in enumerate(users):
             with m.Case(k):
-                m.d.comb += [request.valid.eq(user_request.valid),
-                             request.payload.eq(user_request.payload)]
+                m.d.comb += [
+                    request.valid.eq(user_request.valid & (~response.valid | (owner == k))),
+                    request.payload.eq(user_request.payload),
+                ]
     with m.Switch(owner):
         for k, (_, user_response) in enumerate(users):
             with m.Case(k):
                 m.d.comb += response.ready.eq(user_response.ready)
     for k, (user_request, user_response) in enumerate(users):
         m.d.comb += [
-            user_request.ready.eq(request.ready & (select == k)),
+            user_request.ready.eq(free[k] & (select == k)),
             user_response.valid.eq(response.valid & (owner == k)),
             user_response.payload.eq(response.payload),
         ]
@@ -577,16 +631,17 @@ class Controller(wiring.Component):
     and checked (in priority order: ILLEGAL_OPCODE, MALFORMED, ADDRESS, then NO_WEIGHTS or
     WEIGHTS_FULL against the ``pending`` tile bit) and then *retired*: a failed instruction at
     once (it records the first error since the last SYNC), a good one when the scoreboard
-    lets it issue to its unit. The verdict is registered, so a word retires one cycle after
-    it could at the earliest: 9 cycles per word at best. After WRITE_UB, WRITE_WM or SET_PPU the byte stream belongs to
-    the :class:`~rtl.host_link.PayloadReceiver` until the payload and its padding are in (also
-    when the instruction failed). An illegal opcode sends an ERROR packet and enters the
+    lets it issue to its unit. The hazard checks and the verdict are registered, so a word
+    retires three cycles after its last byte: 10 cycles per word at best. After WRITE_UB,
+    WRITE_WM or SET_PPU the byte stream belongs to the :class:`~rtl.host_link.PayloadReceiver`
+    until the payload and its padding are in (also when the instruction failed). An illegal opcode sends an ERROR packet and enters the
     faulted state, where words are dropped unseen until one equals the SYNC word.
 
     **Scoreboard.** Issue is in order; an instruction waits (and STALL_HAZARD counts) while
 
-    * its unit is busy (one instruction per unit; a MATMUL may issue in the cycle the previous
-      one sends its last read request, and needs a free write-back queue entry);
+    * its unit is busy (one instruction per unit; a MATMUL may issue while the previous one is
+      still being fed, into the unit's command register, and needs a free write-back queue
+      entry);
     * a shared port it needs is still being used by the other unit (UB read port: MATMUL and
       READ_UB; ACC read port: ACTIVATE and READ_ACC; UB write port: WRITE_UB and ACTIVATE; the
       PPU configuration: SET_PPU waits for ACTIVATE);
@@ -863,17 +918,28 @@ class Controller(wiring.Component):
         ]
         # The rows being read through each shared read port. Its two users never send requests
         # at the same time (each instruction waits until the other unit has sent its last), so
-        # one range per port does, noted when its instruction issues.
-        ub_reading  = Signal(RowRange(g.ub_depth), name="ub_reading")    # MATMUL, READ_UB
+        # one range per port does, noted when its instruction issues. The MATMUL unit keeps its
+        # own: two MATMULs may be in it at once, one fed and one queued.
+        ub_reading  = Signal(RowRange(g.ub_depth), name="ub_reading")    # READ_UB
         acc_reading = Signal(RowRange(g.acc_depth), name="acc_reading")  # ACTIVATE, READ_ACC
         ub_written = Signal()   # overlaps UB rows still to be written
         ub_read    = Signal()   # overlaps UB rows still to be read
         acc_written = Signal()  # overlaps ACC rows still to be written (by MATMULs)
         acc_read   = Signal()   # overlaps ACC rows still to be read
         wm_read    = Signal()   # overlaps WM rows still to be read
-        m.d.comb += [
+        # The hazard stage: the overlap checks are registered, so their comparators end at a
+        # flip-flop instead of running on into the verdict. A hazard only appears when an
+        # instruction issues, and the next word is complete 8 cycles later at the earliest, so
+        # a one-cycle-old hazard is at worst one that has just cleared. `checked` says the
+        # registers hold the current word's checks: a word retires 3 cycles after its last
+        # byte (10 cycles a word).
+        checked = Signal()
+        m.d.sync += [
+            checked.eq(word_full & ~retire),
             ub_written.eq(act.busy & overlaps(ub_range, act.write_range)),
-            ub_read.eq((mm.feeding | tx.reading_ub) & overlaps(ub_range, ub_reading)),
+            ub_read.eq((tx.reading_ub & overlaps(ub_range, ub_reading)) |
+                       (mm.feeding & overlaps(ub_range, mm.read_range)) |
+                       (mm.queued & overlaps(ub_range, mm.queued_range))),
             acc_written.eq(Cat(mm.acc_writes[k].valid & overlaps(acc_range, mm.acc_writes[k].range)
                                for k in range(MATMUL_QUEUE)).any()),
             acc_read.eq((act.reading | tx.reading_acc) & overlaps(acc_range, acc_reading)),
@@ -893,8 +959,7 @@ class Controller(wiring.Component):
             Opcode.WRITE_WM:      ~wm_read,
             Opcode.SET_PPU:       ~act.busy,
             Opcode.LOAD_WEIGHTS:  ~loader.busy,
-            Opcode.MATMUL:        ((~mm.feeding | mm.finishing) & ~mm.full & ~tx.reading_ub &
-                                   ~ub_written & ~acc_read),
+            Opcode.MATMUL:        ~mm.queued & ~mm.full & ~tx.reading_ub & ~ub_written & ~acc_read,
             Opcode.ACTIVATE:      ~act.busy & ~tx.reading_acc & ~acc_written & ~ub_read,
             Opcode.READ_UB:       ~tx.busy & ~mm.feeding & ~ub_written,
             Opcode.READ_ACC:      ~tx.busy & ~act.reading & ~acc_written,
@@ -907,8 +972,8 @@ class Controller(wiring.Component):
         # Retire: a good instruction when it can issue, a failed one at once (an illegal one
         # once ERROR can go out); in the faulted state, any word but SYNC at once, SYNC when
         # every unit is idle. The verdict is registered, so every word retires one cycle after
-        # its checks pass (9 cycles per word at best, not 8): this cuts the long paths from the
-        # units' busy flags and the range comparators through retire to every unit's start.
+        # its checks pass: this cuts the long paths from the units' busy flags through retire
+        # to every unit's start.
         # A one-cycle-old verdict is safe because issue is in order: while a word waits,
         # nothing else issues or fails, so no new hazard can appear and `pending` and
         # `faulted` hold; units only finish, which at worst delays the word by a cycle.
@@ -916,7 +981,7 @@ class Controller(wiring.Component):
         v_fail  = Signal(name="verdict_fail")       # a failed one is recorded
         v_skip  = Signal(name="verdict_skip")       # a word is skipped (or SYNC, when faulted)
         v_respond = Signal(name="verdict_respond")  # ... and the retiring word starts a response
-        waiting = word_full & ~retire
+        waiting = word_full & ~retire & checked
         issue_next = waiting & ~faulted & ~failed & can_issue_now
         fail_next = waiting & ~faulted & failed & (known | ~tx.busy)
         skip_next = waiting & faulted & (~is_sync_word | all_idle)
@@ -959,7 +1024,7 @@ class Controller(wiring.Component):
         with m.Elif(note_index):
             m.d.sync += err_index.eq(index)
 
-        with m.If(issue & (is_op[Opcode.MATMUL] | is_op[Opcode.READ_UB])):
+        with m.If(issue & is_op[Opcode.READ_UB]):
             m.d.sync += ub_reading.eq(ub_range)
         with m.If(issue & (is_op[Opcode.ACTIVATE] | is_op[Opcode.READ_ACC])):
             m.d.sync += acc_reading.eq(acc_range)
@@ -995,12 +1060,14 @@ class Controller(wiring.Component):
             mm.command.signed.eq(_flag(flags, Flag.SIGNED)),
             mm.command.accumulate.eq(_flag(flags, Flag.ACCUMULATE)),
             mm.command.swap.eq(_flag(flags, Flag.SWAP)),
+            mm.command.rows.eq(n),              # n <= depth: the ADDRESS check passed
             act.start.eq(issue & is_op[Opcode.ACTIVATE]),
             act.command.acc.lo.eq(a),
             act.command.acc.hi.eq(a_hi),
             act.command.ub.lo.eq(b),
             act.command.ub.hi.eq(b_hi),
             act.command.lane.eq(flags),
+            act.command.rows.eq(n),
         ]
 
         # Responses.

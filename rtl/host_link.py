@@ -405,6 +405,8 @@ class ResponseSender(wiring.Component):
         # (req_addr != hi, kept up to date below), because it starts the read port's
         # arbitration and the scoreboard's range checks.
         requesting = Signal(name="tx_requesting")
+        req_left   = Signal(range(depth + 1), name="tx_req_left")   # requests left
+        req_last   = Signal(name="tx_req_last")                     # req_left == 1
         rows_left = requesting | self.ub_r_data.valid | self.acc_r_data.valid
         m.d.comb += [
             self.out.valid.eq(count != 0),
@@ -416,17 +418,17 @@ class ResponseSender(wiring.Component):
         ]
 
         # Read requests, to one memory or the other.
-        next_addr = req_addr + 1
         for port, reading in ((self.ub_r_addr, self.reading_ub),
                               (self.acc_r_addr, self.reading_acc)):
             m.d.comb += [
                 port.valid.eq(reading),
                 port.payload.addr.eq(req_addr),
-                port.payload.last.eq(next_addr == hi),
+                port.payload.last.eq(req_last),
             ]
         with m.If((self.ub_r_addr.valid & self.ub_r_addr.ready) |
                   (self.acc_r_addr.valid & self.acc_r_addr.ready)):
-            m.d.sync += [req_addr.eq(next_addr), requesting.eq(next_addr != hi)]
+            m.d.sync += [req_addr.eq(req_addr + 1), req_left.eq(req_left - 1),
+                         requesting.eq(~req_last), req_last.eq(req_left == 2)]
 
         # The counter payload: byte k of each u64 is live if k < live_bytes; its position in
         # the u64 follows from the bytes left, since the payload ends on a u64 boundary.
@@ -496,5 +498,6 @@ class ResponseSender(wiring.Component):
             m.d.sync += kind.eq(command.kind)
             with m.If(is_rows):
                 m.d.sync += [req_addr.eq(command.addr), requesting.eq(n != 0),
+                             req_left.eq(n), req_last.eq(n == 1),
                              lo.eq(command.addr), hi.eq(command.addr + n)]
         return m

@@ -386,6 +386,10 @@ def setup_data(geometry, rng, ub_rows=16, wm_rows=None):
             I.sync()]
 
 
+#: Cycles from a word's last byte to the cycle it retires when nothing holds it: the hazard checks
+#: and the scoreboard's verdict are registered.
+RETIRE = 3
+
 HAZARDS = {
     # name: (the program after the set-up, whether its last instruction must wait)
     "raw_acc_read_acc":   ([I(Opcode.LOAD_WEIGHTS), I(Opcode.MATMUL, flags=5, a=0, b=4, n=8),
@@ -432,11 +436,10 @@ def test_hazards(case):
     packets = run(program, G44, input_cycles=taken)
     assert packets[-1] == status(ErrorCode.OK, 0)
     last = len(encode(*setup, *body[:-1])) + 7            # the last byte of its word
-    # Without a wait, the word retires two cycles after its last byte (the scoreboard's
-    # verdict is registered), and the next byte is taken in that same cycle (in the next one
-    # if it is a payload byte).
+    # Without a wait, the word retires RETIRE cycles after its last byte, and the next byte is
+    # taken in that same cycle (in the next one if it is a payload byte).
     payload = body[-1].opcode in (Opcode.WRITE_UB, Opcode.WRITE_WM, Opcode.SET_PPU)
-    waited = taken[last + 1] - taken[last] - (3 if payload else 2)
+    waited = taken[last + 1] - taken[last] - RETIRE - payload
     assert (waited > 0) == conflict, waited
 
 
@@ -455,7 +458,7 @@ def test_weight_memory_hazards():
                              I(Opcode.READ_ACC, n=8), I.sync()), g, input_cycles=taken)
         assert packets[-1] == status(ErrorCode.OK, 0)
         last = len(encode(*setup, *body[:-1])) + 7
-        return taken[last + 1] - taken[last] - 3    # see test_hazards
+        return taken[last + 1] - taken[last] - RETIRE - 1    # see test_hazards
 
     assert wait_before_payload([I(Opcode.LOAD_WEIGHTS, a=0),
                                 I(Opcode.WRITE_WM, a=15, n=1, payload=row)]) > 0
@@ -706,7 +709,7 @@ def test_hazards_at_the_end(name, case):
     assert packets[-1] == status(ErrorCode.OK, 0)
     last = len(encode(*setup, *body[:-1])) + 7
     payload = body[-1].opcode == Opcode.WRITE_UB
-    waited = taken[last + 1] - taken[last] - (3 if payload else 2)
+    waited = taken[last + 1] - taken[last] - RETIRE - payload
     assert (waited > 0) == conflict, waited
 
 
@@ -725,7 +728,7 @@ def test_weight_memory_hazards_at_the_end(wm_depth):
                              I(Opcode.READ_ACC, n=8), I.sync()), g, input_cycles=taken)
         assert packets[-1] == status(ErrorCode.OK, 0)
         last = len(encode(*setup, *body[:-1])) + 7
-        return taken[last + 1] - taken[last] - 3    # see test_hazards
+        return taken[last + 1] - taken[last] - RETIRE - 1    # see test_hazards
 
     assert wait_before_payload([I(Opcode.LOAD_WEIGHTS, a=wm_depth - 16),
                                 I(Opcode.WRITE_WM, a=wm_depth - 1, n=1, payload=row)]) > 0
