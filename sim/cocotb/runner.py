@@ -259,6 +259,14 @@ def run_cocotb(simulator, verilog_text, toplevel, test_module, build_dir, *, ext
     runner = _make_runner(simulator)
     runner.puce_env = {str(k): str(v) for k, v in (extra_env or {}).items()}
     args = list(build_args)
+    if simulator == "icarus" and not waves:
+        # Yosys's Verilog starts each combinational `always @*` block at time 0 through a
+        # variable with an initializer, which is an event in Verilog-2005. cocotb compiles with
+        # -g2012, where initializers make no event: a block whose inputs then never change
+        # (a read port's user select, say) keeps X for good, and the X reaches the handshakes.
+        # The later flag wins. (cocotb's wave-dump module needs SystemVerilog, so not with
+        # `waves`.)
+        args.append("-g2005")
     if simulator == "verilator":
         args += [f"-Wno-{warning}" for warning in VERILATOR_WAIVERS]
         if not optimize:

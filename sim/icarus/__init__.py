@@ -34,7 +34,9 @@ def run_program_icarus(verilog_text, program, expected, build_dir, *, seed=1, ti
     (build / "expected.hex").write_text(_hex(expected))
     defines = [f"-DPROGRAM_BYTES={len(program)}", f"-DEXPECTED_BYTES={len(expected)}",
                f"-DSEED={seed}"]
-    subprocess.run(["iverilog", "-g2012", *defines, "-o", "bench.vvp", str(BENCH), "dut.v"],
+    # Verilog-2005: its initializers are time-0 events, which Yosys's `always @*` blocks need
+    # (see sim.cocotb.runner.run_cocotb).
+    subprocess.run(["iverilog", "-g2005", *defines, "-o", "bench.vvp", str(BENCH), "dut.v"],
                    cwd=build, check=True, capture_output=True, text=True)
     result = subprocess.run(["vvp", "-n", "bench.vvp"], cwd=build, capture_output=True,
                             text=True, timeout=timeout)
