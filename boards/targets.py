@@ -102,8 +102,8 @@ BOARDS = {board.name: board for board in [
     Board(
         name="ulx3s-85f", title="Radiona ULX3S (85F)", family="ecp5",
         device="LFE5U-85F-6BG381C", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-        pll="ECP5PLL", clock=65e6,
-        geometry=Geometry(rows=8, cols=8, ub_depth=2048, wm_depth=1024, acc_depth=1024),
+        pll="ECP5PLL", clock=50e6,
+        geometry=Geometry(rows=12, cols=12, ub_depth=2048, wm_depth=1024, acc_depth=1024),
         ppu_lanes=1, baud=3_000_000, counter_bits=64,
         lights={"alive": ("led", 0), "ok": ("led", 1), "error": ("led", 2), "busy": ("led", 3)},
         nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"),
@@ -111,7 +111,8 @@ BOARDS = {board.name: board for board in [
         flasher=("openFPGALoader", "-b", "ulx3s", "-f"),
         # With all 68 products of an 8 x 8 in DSP blocks, router2 did not converge (hundreds
         # of overused wires after 68 iterations); with half of the array's in logic it routes.
-        dsp_budget=36,
+        # So the 12 x 12 keeps half of its 144 products in logic too.
+        dsp_budget=76,
     ),
     Board(
         name="tangnano9k", title="Sipeed Tang Nano 9K", family="gowin",
