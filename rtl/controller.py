@@ -541,13 +541,12 @@ class ActivateUnit(wiring.Component):
             m.d.sync += wr_addr.eq(wr_addr + 1)
             with m.If(self.ppu_o.payload.last):
                 m.d.sync += busy.eq(0)
-        cmd_rows = cmd.rows
         with m.If(self.start):
             m.d.sync += [
                 req_addr.eq(cmd.acc.lo),
-                req_left.eq(cmd_rows),
+                req_left.eq(cmd.rows),
                 self.reading.eq(1),
-                req_last.eq(cmd_rows == 1),
+                req_last.eq(cmd.rows == 1),
                 wr_addr.eq(cmd.ub.lo),
                 lane.eq(cmd.lane),
                 busy.eq(1),
@@ -634,8 +633,9 @@ class Controller(wiring.Component):
     lets it issue to its unit. The hazard checks and the verdict are registered, so a word
     retires three cycles after its last byte: 10 cycles per word at best. After WRITE_UB,
     WRITE_WM or SET_PPU the byte stream belongs to the :class:`~rtl.host_link.PayloadReceiver`
-    until the payload and its padding are in (also when the instruction failed). An illegal opcode sends an ERROR packet and enters the
-    faulted state, where words are dropped unseen until one equals the SYNC word.
+    until the payload and its padding are in (also when the instruction failed). An illegal
+    opcode sends an ERROR packet and enters the faulted state, where words are dropped unseen
+    until one equals the SYNC word.
 
     **Scoreboard.** Issue is in order; an instruction waits (and STALL_HAZARD counts) while
 
