@@ -125,7 +125,7 @@ class MatrixUnit(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting an activation row to presenting its result (without stalls)."""
-        return self._rows + self._cols + 1
+        return self._rows + self._cols + 2
 
     def elaborate(self, platform):
         m = Module()
@@ -188,11 +188,16 @@ class MatrixUnit(wiring.Component):
         # Weight rows are registered once before they shift up the columns: this cuts the path
         # from the stream to the array. The bank interlock above already covers the extra cycle.
         w_operand = [Signal(OPERAND, name=f"w_operand{j}") for j in range(cols)]
-        w_load = Signal()
-        w_load_bank = Signal()
-        m.d.sync += [w_load.eq(w_fire), w_load_bank.eq(shadow)]
         for j in range(cols):
             m.d.sync += w_operand[j].eq(_widen(self.w.payload.data[j], self.w.payload.signed))
+        # Each PE row gets its own registered load enables (one bit per bank), so no single net
+        # drives the clock enables of all the weight registers. Row i needs to shift only from the
+        # load that brings the tile's row 0 to it (R - 1 - i) on; the enables thus differ, and
+        # synthesis cannot merge them back into one register.
+        w_load = [Signal(2, name=f"w_load{i}") for i in range(rows)]
+        for i in range(rows):
+            shift = w_fire if i == rows - 1 else w_fire & (load_row >= rows - 1 - i)
+            m.d.sync += w_load[i].eq(Cat(shift & ~shadow, shift & shadow))
 
         pe = [[ProcessingElement(i) for j in range(cols)] for i in range(rows)]
         for i in range(rows):
@@ -201,8 +206,7 @@ class MatrixUnit(wiring.Component):
                 m.submodules[f"pe_{i}_{j}"] = cell
                 m.d.comb += [
                     cell.x_in.eq(skew_out[i] if j == 0 else pe[i][j - 1].x_out),
-                    cell.w_load.eq(w_load),
-                    cell.w_bank.eq(w_load_bank),
+                    cell.w_load.eq(w_load[i]),
                 ]
                 if i > 0:
                     m.d.comb += cell.psum_in.eq(pe[i - 1][j].psum_out)

@@ -36,9 +36,13 @@ def psum_shape(products):
 class ProcessingElement(wiring.Component):
     """A weight-stationary MAC cell with double-buffered weights.
 
-    Three registers form the cell's pipeline, named by stage: ``x_`` holds the activation (and
-    passes it to the right-hand neighbour), ``m_`` the product, ``s_`` the partial sum passed
-    down. Registering the product keeps the multiply and the add in separate cycles.
+    Four registers form the cell's pipeline, named by stage: ``x_`` holds the activation (and
+    passes it to the right-hand neighbour), ``m_`` the multiplier's two operands (the activation
+    again and the weight of its bank), ``p_`` the product, ``s_`` the partial sum passed down.
+    The multiplier thus runs from register to register: on FPGAs it is a DSP block, often placed
+    far from the cell's other logic, and the weight-bank multiplexer or the adder in the same
+    cycle would add their delays to that routing. On iCE40 the ``m_`` and ``p_`` registers fold
+    into the SB_MAC16's own input and output registers.
 
     Parameters
     ----------
@@ -54,15 +58,15 @@ class ProcessingElement(wiring.Component):
     psum_in : In(psum_shape(row))
         Partial sum from above.
     psum_out : Out(psum_shape(row + 1))
-        Partial sum down (the ``s_`` register): ``psum_in + x * w`` two cycles after ``x_in``.
+        Partial sum down (the ``s_`` register): ``psum_in + x * w`` three cycles after ``x_in``.
     w_in : In(OPERAND)
         Weight shifting up from the cell below, during a load.
-    w_load : In(1)
-        Shift ``w_in`` into the weight register of bank ``w_bank``.
-    w_bank : In(1)
-        The bank being loaded; it must not be in use by activations in flight.
+    w_load : In(2)
+        Bit ``b`` set: shift ``w_in`` into the weight register of bank ``b``. The bank must not
+        be in use by activations in flight; at most one bit is set.
     w_out : Out(OPERAND)
-        This cell's weight in bank ``w_bank``, to the cell above.
+        This cell's weight in the bank being loaded (bank 1 while ``w_load[1]`` is set, else
+        bank 0), to the cell above.
     """
     def __init__(self, row):
         check_int(self, "Row", row, 0)
@@ -73,8 +77,7 @@ class ProcessingElement(wiring.Component):
             "psum_in":  In(psum_shape(row)),
             "psum_out": Out(psum_shape(row + 1)),
             "w_in":     In(OPERAND),
-            "w_load":   In(1),
-            "w_bank":   In(1),
+            "w_load":   In(2),
             "w_out":    Out(OPERAND),
         })
 
@@ -82,21 +85,25 @@ class ProcessingElement(wiring.Component):
         m = Module()
 
         weight = [Signal(OPERAND, name=f"weight{bank}") for bank in range(2)]
-        with m.If(self.w_load):
-            with m.If(self.w_bank):
-                m.d.sync += weight[1].eq(self.w_in)
-            with m.Else():
-                m.d.sync += weight[0].eq(self.w_in)
-        m.d.comb += self.w_out.eq(Mux(self.w_bank, weight[1], weight[0]))
+        for bank in range(2):
+            with m.If(self.w_load[bank]):
+                m.d.sync += weight[bank].eq(self.w_in)
+        m.d.comb += self.w_out.eq(Mux(self.w_load[1], weight[1], weight[0]))
 
         x_operand = self.x_out
         m.d.sync += x_operand.eq(self.x_in)
 
-        m_product = Signal(PRODUCT)
-        m.d.sync += m_product.eq(
-            x_operand.value * Mux(x_operand.bank, weight[1], weight[0]))
+        m_activation = Signal(OPERAND)
+        m_weight = Signal(OPERAND)
+        m.d.sync += [
+            m_activation.eq(x_operand.value),
+            m_weight.eq(Mux(x_operand.bank, weight[1], weight[0])),
+        ]
+
+        p_product = Signal(PRODUCT)
+        m.d.sync += p_product.eq(m_activation * m_weight)
 
         s_psum = self.psum_out
-        m.d.sync += s_psum.eq(self.psum_in + m_product)
+        m.d.sync += s_psum.eq(self.psum_in + p_product)
 
         return m
