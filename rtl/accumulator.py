@@ -135,9 +135,13 @@ class AccumulatorMemory(wiring.Component):
         ]
 
         # The row `b` adds to. Its read, a cycle ago, saw every write up to the one done then;
-        # only the sum in `c`, written now, is missing: forward it.
+        # only the sum in `c`, written now, is missing: forward it. Whether to is decided a
+        # stage early, as the write is accepted (the one in `b` then is the one in `c` now), so
+        # the address compare is not in the path into the adders.
+        b_forward = Signal(name="b_forward")
+        m.d.sync += b_forward.eq(b_valid & (b.addr == self.w.payload.addr))
         old = Signal(self._row, name="b_old")
-        with m.If(c_valid & (c.addr == b.addr)):
+        with m.If(b_forward):
             m.d.comb += old.eq(c.row)
         with m.Else():
             m.d.comb += old.eq(rmw_read.data)
