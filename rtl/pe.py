@@ -93,14 +93,16 @@ class ProcessingElement(wiring.Component):
         x_operand = self.x_out
         m.d.sync += x_operand.eq(self.x_in)
 
-        m_activation = Signal(OPERAND)
-        m_weight = Signal(OPERAND)
+        # No reset on the multiplier's registers: nothing reads them before valid data has
+        # passed, and a synchronous reset would keep Yosys from folding them into an SB_MAC16.
+        m_activation = Signal(OPERAND, reset_less=True)
+        m_weight = Signal(OPERAND, reset_less=True)
         m.d.sync += [
             m_activation.eq(x_operand.value),
             m_weight.eq(Mux(x_operand.bank, weight[1], weight[0])),
         ]
 
-        p_product = Signal(PRODUCT)
+        p_product = Signal(PRODUCT, reset_less=True)
         m.d.sync += p_product.eq(m_activation * m_weight)
 
         s_psum = self.psum_out

@@ -276,10 +276,12 @@ class PostProcessor(wiring.Component):
                          for lane, bias in enumerate(group(cfg.bias, 0))]
 
         b_x     = Signal(data.ArrayLayout(signed(32), lanes))
-        h_hh    = Signal(data.ArrayLayout(signed(32), lanes))
-        h_hl    = Signal(data.ArrayLayout(signed(32), lanes))
-        h_lh    = Signal(data.ArrayLayout(signed(32), lanes))
-        h_ll    = Signal(data.ArrayLayout(unsigned(32), lanes))
+        # The products have no reset (the valid flags beside them do): a synchronous reset
+        # would keep Yosys from folding them into the SB_MAC16s' output registers.
+        h_hh    = Signal(data.ArrayLayout(signed(32), lanes), reset_less=True)
+        h_hl    = Signal(data.ArrayLayout(signed(32), lanes), reset_less=True)
+        h_lh    = Signal(data.ArrayLayout(signed(32), lanes), reset_less=True)
+        h_ll    = Signal(data.ArrayLayout(unsigned(32), lanes), reset_less=True)
         h_fix   = Signal(data.ArrayLayout(signed(17), lanes))
         h_sat   = Signal(data.ArrayLayout(unsigned(1), lanes))
         s_prod  = Signal(data.ArrayLayout(signed(64), lanes))
