@@ -394,6 +394,10 @@ class ResponseSender(wiring.Component):
         buffer    = Signal(8 * width, name="tx_buffer", reset_less=True)  # byte 0 goes next
         # Bytes left: in the buffer, or (COUNTERS) in the header and the counter payload.
         count     = Signal(range(max(width, WORD + payload_bytes) + 1), name="tx_count")
+        # count == 0 and count == 1 as flip-flops: they are in the path from the host's `ready`
+        # to the read ports' handshakes, where compares of `count` cost two LUT levels each.
+        empty     = Signal(init=1, name="tx_empty")
+        one       = Signal(name="tx_one")
         kind      = Signal(ResponseKind, name="tx_kind")
         snapshot  = Signal(8 * live_bytes * n_counters, name="tx_counters", reset_less=True)
         req_addr  = Signal(range(depth + 1), name="tx_req_addr")    # next row to request
@@ -409,8 +413,8 @@ class ResponseSender(wiring.Component):
         req_last   = Signal(name="tx_req_last")                     # req_left == 1
         rows_left = requesting | self.ub_r_data.valid | self.acc_r_data.valid
         m.d.comb += [
-            self.out.valid.eq(count != 0),
-            self.busy.eq((count != 0) | rows_left),
+            self.out.valid.eq(~empty),
+            self.busy.eq(~empty | rows_left),
             self.reading_ub.eq(requesting & (kind == ResponseKind.UB_ROWS)),
             self.reading_acc.eq(requesting & (kind == ResponseKind.ACC_ROWS)),
             self.read_range.lo.eq(lo),
@@ -440,7 +444,7 @@ class ResponseSender(wiring.Component):
 
         # The buffer is free for new bytes at the next clock edge.
         sent = self.out.valid & self.out.ready
-        emptying = (count == 0) | ((count == 1) & self.out.ready)
+        emptying = empty | (one & self.out.ready)
         take = rows_left & emptying
         m.d.comb += [
             self.ub_r_data.ready.eq(take & (kind == ResponseKind.UB_ROWS)),
@@ -485,6 +489,10 @@ class ResponseSender(wiring.Component):
                                   Mux(take_acc, self.acc_r_data.payload.data, buffer[8:])))),
                 count.eq(Mux(self.start, Mux(is_counters, WORD + payload_bytes, WORD),
                              Mux(take_ub, rows, Mux(take_acc, 4 * cols, count - 1)))),
+                # A header, a UB row and an ACC row each hold more than one byte, except a UB
+                # row of a 1-row array.
+                empty.eq(~self.start & ~take_ub & ~take_acc & one),
+                one.eq(~self.start & Mux(take_ub, rows == 1, ~take_acc & (count == 2))),
             ]
         # Every packet snapshots the counters (only COUNTERS sends them).
         with m.If(self.start | (sent & in_counters & live)):
