@@ -190,6 +190,9 @@ class PayloadReceiver(wiring.Component):
         # address fits the memory; a discarded payload may count up to 65535 rows.
         addr      = Signal(row_shape(max(g.ub_depth, g.wm_depth)), name="rx_addr")
         rows_left = Signal(ADDR_BITS, name="rx_rows_left")
+        # rows_left != 0 as a flip-flop: it gates `i.ready`, and a 16-bit compare there put
+        # three LUT levels in front of the host link's handshake.
+        has_rows  = Signal(name="rx_has_rows")
         discard   = Signal(name="rx_discard")
         row_byte  = Signal(range(width), name="rx_row_byte")
         word_byte = Signal(range(WORD), name="rx_word_byte")     # wraps at the word's end
@@ -207,7 +210,7 @@ class PayloadReceiver(wiring.Component):
                 m.d.comb += row_last.eq(row_byte == config_bytes - 1)
 
         m.d.comb += [
-            self.receiving.eq((rows_left != 0) | (word_byte != 0)),
+            self.receiving.eq(has_rows | (word_byte != 0)),
             self.busy.eq(self.receiving | written),
             self.i.ready.eq(self.receiving),
         ]
@@ -220,22 +223,24 @@ class PayloadReceiver(wiring.Component):
                 kind.eq(self.command.kind),
                 addr.eq(self.command.addr),
                 rows_left.eq(self.command.rows),
+                has_rows.eq(self.command.rows != 0),
                 discard.eq(self.command.discard),
                 row_byte.eq(0),
             ]
         with m.Elif(self.i.valid & self.i.ready):
             m.d.sync += word_byte.eq(word_byte + 1)
-            with m.If(rows_left != 0):
+            with m.If(has_rows):
                 with m.If(row_last):
                     m.d.sync += [
                         row_byte.eq(0),
                         rows_left.eq(rows_left - 1),
+                        has_rows.eq(rows_left != 1),
                         written.eq(1),
                     ]
                 with m.Else():
                     m.d.sync += row_byte.eq(row_byte + 1)
         # Payload bytes (not padding), or word bytes for the controller.
-        with m.If((self.i.valid & self.i.ready & (rows_left != 0) & ~self.start) |
+        with m.If((self.i.valid & self.i.ready & has_rows & ~self.start) |
                   self.word_in):
             m.d.sync += shift.eq(Cat(shift[8:], self.i.payload))
 
