@@ -68,7 +68,7 @@ def estimate_cycles(instructions, geometry, ppu_lanes=None):
     if not 1 <= ppu_lanes <= g.cols:
         raise ValueError(f"ppu_lanes must be between 1 and {g.cols}, not {ppu_lanes!r}")
     ppu_interval = -(-g.cols // ppu_lanes)     # cycles a row spends in the PPU's lanes
-    mxu_latency = g.rows + g.cols + 2       # rtl.mxu.MatrixUnit.latency
+    mxu_latency = g.rows + g.cols + 3       # rtl.mxu.MatrixUnit.latency
     t_in = 0                # next cycle the input link is free
     t_out = 0               # next cycle the output link is free
     t_mxu = 0               # the MXU accepts its next row

@@ -125,7 +125,7 @@ class MatrixUnit(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting an activation row to presenting its result (without stalls)."""
-        return self._rows + self._cols + 2
+        return self._rows + self._cols + 3
 
     def elaborate(self, platform):
         m = Module()

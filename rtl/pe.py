@@ -36,13 +36,15 @@ def psum_shape(products):
 class ProcessingElement(wiring.Component):
     """A weight-stationary MAC cell with double-buffered weights.
 
-    Four registers form the cell's pipeline, named by stage: ``x_`` holds the activation (and
+    Five registers form the cell's pipeline, named by stage: ``x_`` holds the activation (and
     passes it to the right-hand neighbour), ``m_`` the multiplier's two operands (the activation
-    again and the weight of its bank), ``p_`` the product, ``s_`` the partial sum passed down.
-    The multiplier thus runs from register to register: on FPGAs it is a DSP block, often placed
-    far from the cell's other logic, and the weight-bank multiplexer or the adder in the same
-    cycle would add their delays to that routing. On iCE40 the ``m_`` and ``p_`` registers fold
-    into the SB_MAC16's own input and output registers.
+    again and the weight of its bank), ``p_`` the product, ``q_`` the product once more, ``s_``
+    the partial sum passed down. The multiplier thus runs from register to register: on FPGAs it
+    is a DSP block, which the placer often has to put far from the cell's other logic, and the
+    weight-bank multiplexer or the adder in its cycle would add their delays to that routing.
+    The second product register splits the long way back from the DSP block to the adder. On
+    iCE40 the ``m_``, ``p_`` and ``q_`` registers fold into the SB_MAC16's input, pipeline and
+    output registers.
 
     Parameters
     ----------
@@ -58,7 +60,7 @@ class ProcessingElement(wiring.Component):
     psum_in : In(psum_shape(row))
         Partial sum from above.
     psum_out : Out(psum_shape(row + 1))
-        Partial sum down (the ``s_`` register): ``psum_in + x * w`` three cycles after ``x_in``.
+        Partial sum down (the ``s_`` register): ``psum_in + x * w`` five cycles after ``x_in``.
     w_in : In(OPERAND)
         Weight shifting up from the cell below, during a load.
     w_load : In(2)
@@ -103,9 +105,13 @@ class ProcessingElement(wiring.Component):
         ]
 
         p_product = Signal(PRODUCT, reset_less=True)
-        m.d.sync += p_product.eq(m_activation * m_weight)
+        q_product = Signal(PRODUCT, reset_less=True)
+        m.d.sync += [
+            p_product.eq(m_activation * m_weight),
+            q_product.eq(p_product),
+        ]
 
         s_psum = self.psum_out
-        m.d.sync += s_psum.eq(self.psum_in + p_product)
+        m.d.sync += s_psum.eq(self.psum_in + q_product)
 
         return m

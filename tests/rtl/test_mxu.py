@@ -107,7 +107,7 @@ def test_back_to_back_tiles_without_bubbles(rows, cols):
 def test_latency():
     rows, cols = 3, 5
     dut = MatrixUnit(rows, cols)
-    assert dut.latency == rows + cols + 2          # see docs/architecture.md, "Timing"
+    assert dut.latency == rows + cols + 3          # see docs/architecture.md, "Timing"
     seen = []
 
     async def testbench(ctx):
