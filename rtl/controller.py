@@ -18,7 +18,7 @@ register remembers whose request it holds, so the next unit can start requesting
 previous one's last response still waits.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
@@ -839,9 +839,11 @@ class Controller(wiring.Component):
         # Ends of the ranges a .. a + n - 1 and b .. b + n - 1, at the width of the deepest
         # memory: they are used only once the ADDRESS check has passed.
         deepest = max(g.ub_depth, g.wm_depth, g.acc_depth)
-        a_hi = Signal(range(deepest + 1), name="a_hi")
-        b_hi = Signal(range(deepest + 1), name="b_hi")
-        d_a_hi, d_b_hi = d_a + d_n, d_b + d_n
+        # The full 17-bit ends are registered for the ADDRESS check, which runs a cycle later.
+        a_end = Signal(17, name="a_end")
+        b_end = Signal(17, name="b_end")
+        a_hi = a_end[:Shape.cast(range(deepest + 1)).width]
+        b_hi = b_end[:Shape.cast(range(deepest + 1)).width]
         d_sync = Signal()
         m.d.comb += d_sync.eq(d_bits == int.from_bytes(SYNC_WORD, "little"))
 
@@ -850,8 +852,8 @@ class Controller(wiring.Component):
                 m.d.sync += signal.eq(d_op == int(opcode))
             m.d.sync += [
                 is_sync_word.eq(d_sync),
-                a_hi.eq(d_a_hi),
-                b_hi.eq(d_b_hi),
+                a_end.eq(d_a + d_n),
+                b_end.eq(d_b + d_n),
             ]
             # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC
             # word.
@@ -871,23 +873,22 @@ class Controller(wiring.Component):
                     m.d.sync += malformed.eq(~d_sync)
                 with m.Default():                   # an illegal opcode: reported as such
                     m.d.sync += malformed.eq(0)
-            # ADDRESS: a row range past the end of its memory (on the full 17-bit ends; a tile
-            # of R rows from a ends past the end if a > wm_depth - R).
-            with m.Switch(d_op):
-                for opcode, checks in {
-                    Opcode.WRITE_UB:     [(d_a_hi, g.ub_depth)],
-                    Opcode.WRITE_WM:     [(d_a_hi, g.wm_depth)],
-                    Opcode.LOAD_WEIGHTS: [(d_a, g.wm_depth - rows)],
-                    Opcode.MATMUL:       [(d_a_hi, g.ub_depth), (d_b_hi, g.acc_depth)],
-                    Opcode.ACTIVATE:     [(d_a_hi, g.acc_depth), (d_b_hi, g.ub_depth)],
-                    Opcode.READ_UB:      [(d_a_hi, g.ub_depth)],
-                    Opcode.READ_ACC:     [(d_a_hi, g.acc_depth)],
-                }.items():
-                    with m.Case(int(opcode)):
-                        m.d.sync += address.eq(Cat(_exceeds(value, limit)
-                                                   for value, limit in checks).any())
-                with m.Default():                   # no row range
-                    m.d.sync += address.eq(0)
+        # ADDRESS: a row range past the end of its memory (on the full 17-bit ends; a tile of R
+        # rows from a ends past the end if a > wm_depth - R). Registered in the cycle after
+        # the decode, from the decode's registers: the word's checks are first used a cycle
+        # later still (``checked``), and the sums would otherwise run on into the compares.
+        address_checks = {
+            Opcode.WRITE_UB:     [(a_end, g.ub_depth)],
+            Opcode.WRITE_WM:     [(a_end, g.wm_depth)],
+            Opcode.LOAD_WEIGHTS: [(a, g.wm_depth - rows)],
+            Opcode.MATMUL:       [(a_end, g.ub_depth), (b_end, g.acc_depth)],
+            Opcode.ACTIVATE:     [(a_end, g.acc_depth), (b_end, g.ub_depth)],
+            Opcode.READ_UB:      [(a_end, g.ub_depth)],
+            Opcode.READ_ACC:     [(a_end, g.acc_depth)],
+        }
+        m.d.sync += address.eq(Cat(
+            is_op[opcode] & Cat(_exceeds(value, limit) for value, limit in checks).any()
+            for opcode, checks in address_checks.items()).any())
         known = Cat(is_op.values()).any()
 
         error = Signal.like(err_code, name="decode_error")
