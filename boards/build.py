@@ -95,6 +95,24 @@ def _tool_env():
     return env
 
 
+def check_synthesis_log(path):
+    """Raise :class:`BuildError` if Yosys's log at ``path`` reports a driver conflict.
+
+    Yosys resolves a net driven twice by keeping one driver and warning; the netlist then no
+    longer does what the design says (Yosys 0.70's ``ice40_dsp`` once drove a PE's product
+    register from an SB_MAC16 and a constant, and kept the constant). That is a wrong
+    bitstream, not a warning to read past.
+    """
+    conflicts = [line.strip() for line in Path(path).read_text(errors="replace").splitlines()
+                 if "Driver-driver conflict" in line]
+    if conflicts:
+        nets = sorted({match.group(1) for line in conflicts
+                       for match in [re.search(r"conflict for (\S+)", line)] if match})
+        raise BuildError(f"synthesis produced a driver conflict on {len(conflicts)} bits "
+                         f"({', '.join(nets[:4])}{', ...' if len(nets) > 4 else ''}): the netlist "
+                         f"would not match the design; see {path}")
+
+
 def _run(step, command, cwd, log, progress, phases=None, phase_log=None):
     """Run one tool, writing its output to ``log``; report progress while it runs."""
     start = time.monotonic()
@@ -294,6 +312,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     (out / "synth_2.ys").write_text("\n".join(lines) + "\n")
     times["synth_2"] = _run("yosys (synthesis)", [yosys, "-q", "synth_2.ys"], out,
                             "synth_2.log", progress)
+    check_synthesis_log(out / "synth_2.log")
 
     # Place and route.
     mhz = top.clock / 1e6

@@ -111,7 +111,11 @@ class ProcessingElement(wiring.Component):
             q_product.eq(p_product),
         ]
 
-        s_psum = self.psum_out
+        # Nor on the sum: after q_product, a register with a synchronous reset made Yosys 0.70's
+        # ice40_dsp drive q_product from both an SB_MAC16 and a constant, and resolve it as the
+        # constant (docs/architecture.md, "PE pipeline").
+        s_psum = Signal(self.psum_out.shape(), reset_less=True)
         m.d.sync += s_psum.eq(self.psum_in + q_product)
+        m.d.comb += self.psum_out.eq(s_psum)
 
         return m
