@@ -91,7 +91,7 @@ BOARDS = {board.name: board for board in [
     Board(
         name="icebreaker", title="1BitSquared iCEBreaker", family="ice40",
         device="iCE40UP5K-SG48", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
-        pll="ICE40PLL", clock=21e6,
+        pll="ICE40PLL", clock=30e6,
         geometry=Geometry(rows=2, cols=2, ub_depth=512, wm_depth=256, acc_depth=256),
         ppu_lanes=1, baud=3_000_000, counter_bits=32,
         lights={"alive": ("led", 1), "error": ("led", 0), "ok": ("led", 3), "busy": ("led", 2)},
@@ -117,7 +117,7 @@ BOARDS = {board.name: board for board in [
     Board(
         name="tangnano9k", title="Sipeed Tang Nano 9K", family="gowin",
         device="GW1NR-LV9QN88PC6/I5", platform="amaranth_boards.tang_nano_9k:TangNano9kPlatform",
-        pll="GowinPLL", clock=54e6,
+        pll="GowinPLL", clock=72e6,
         geometry=Geometry(rows=2, cols=2, ub_depth=1024, wm_depth=512, acc_depth=512),
         ppu_lanes=1, baud=3_000_000, counter_bits=64,
         lights={"alive": ("led", 0), "ok": ("led", 1), "error": ("led", 2), "busy": ("led", 3)},

@@ -43,8 +43,7 @@ class ProcessingElement(wiring.Component):
     is a DSP block, which the placer often has to put far from the cell's other logic, and the
     weight-bank multiplexer or the adder in its cycle would add their delays to that routing.
     The second product register splits the long way back from the DSP block to the adder. On
-    iCE40 the ``m_``, ``p_`` and ``q_`` registers fold into the SB_MAC16's input, pipeline and
-    output registers.
+    iCE40, Yosys folds these registers (in the bottom row also the adder) into the SB_MAC16.
 
     Parameters
     ----------
