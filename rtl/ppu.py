@@ -276,12 +276,13 @@ class PostProcessor(wiring.Component):
                          for lane, bias in enumerate(group(cfg.bias, 0))]
 
         b_x     = Signal(data.ArrayLayout(signed(32), lanes))
-        # The products have no reset (the valid flags beside them do): a synchronous reset
-        # would keep Yosys from folding them into the SB_MAC16s' output registers.
-        h_hh    = Signal(data.ArrayLayout(signed(32), lanes), reset_less=True)
-        h_hl    = Signal(data.ArrayLayout(signed(32), lanes), reset_less=True)
-        h_lh    = Signal(data.ArrayLayout(signed(32), lanes), reset_less=True)
-        h_ll    = Signal(data.ArrayLayout(unsigned(32), lanes), reset_less=True)
+        # The products keep their reset, which keeps Yosys from folding them into the SB_MAC16s:
+        # without it, Yosys 0.70 merged two of them and their sum into one SB_MAC16 whose adder
+        # input was left undefined, a wrong netlist (tests/boards/test_dsp_mapping.py).
+        h_hh    = Signal(data.ArrayLayout(signed(32), lanes))
+        h_hl    = Signal(data.ArrayLayout(signed(32), lanes))
+        h_lh    = Signal(data.ArrayLayout(signed(32), lanes))
+        h_ll    = Signal(data.ArrayLayout(unsigned(32), lanes))
         h_fix   = Signal(data.ArrayLayout(signed(17), lanes))
         h_sat   = Signal(data.ArrayLayout(unsigned(1), lanes))
         s_prod  = Signal(data.ArrayLayout(signed(64), lanes))
