@@ -112,7 +112,8 @@ def _bench(ports, seed, first_bit):
             f".{name}({name if direction == 'in' else f'{unit}_{name}'})"
             for name, direction, _ in ports)
         lines.append(f"    unit_{unit} {unit} (.clk(clk), .rst(rst), {connections});")
-    lines += ["    always #5 clk = ~clk;", "    initial begin", "        repeat (3) @(posedge clk);",
+    lines += ["    always #5 clk = ~clk;", "    initial begin",
+              "        repeat (3) @(posedge clk);",
               "        #1 rst = 0;", f"        for (cycle = 0; cycle < {CYCLES}; cycle = cycle + 1)"
               " begin", "            @(negedge clk);"]
     for name, direction, width in ports:
@@ -138,7 +139,8 @@ def _bench(ports, seed, first_bit):
             checks.append(f"(rtl_{name} !== syn_{name})")
         if name.endswith("__valid"):
             lines.append(f"            if (rtl_{name}) valid = valid + 1;")
-    lines += [f"            if ({' || '.join(checks)}) begin", "                errors = errors + 1;",
+    lines += [f"            if ({' || '.join(checks)}) begin",
+              "                errors = errors + 1;",
               "                if (errors <= 5) $display(\"MISMATCH cycle %0d\", cycle);",
               "            end", "        end",
               "        $display(\"DONE errors=%0d valid=%0d\", errors, valid);", "        $finish;",
