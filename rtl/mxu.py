@@ -87,6 +87,11 @@ class MatrixUnit(wiring.Component):
     The unit accepts one row per cycle. When the output is not taken (``o.ready`` low while
     ``o.valid``), the whole array holds still.
 
+    If the platform has a ``get_multiplier(row, col)`` method (as Amaranth platforms may have
+    ``get_memory``), each cell asks it for a component with :class:`rtl.pe.MultiplierSignature`
+    to use instead of its own operand and product registers; None keeps the cell's own. The
+    ULX3S build uses it to put its DSP blocks' registers in those stages (boards/dsp.py).
+
     Parameters
     ----------
     rows : int
@@ -199,7 +204,16 @@ class MatrixUnit(wiring.Component):
             shift = w_fire if i == rows - 1 else w_fire & (load_row >= rows - 1 - i)
             m.d.sync += w_load[i].eq(Cat(shift & ~shadow, shift & shadow))
 
-        pe = [[ProcessingElement(i) for j in range(cols)] for i in range(rows)]
+        get_multiplier = getattr(platform, "get_multiplier", None)
+        pe = []
+        for i in range(rows):
+            pe.append([])
+            for j in range(cols):
+                multiplier = get_multiplier(i, j) if get_multiplier is not None else None
+                if multiplier is not None:
+                    # The EnableInserter below reaches only this design's own registers.
+                    m.d.comb += multiplier.en.eq(advance)
+                pe[i].append(ProcessingElement(i, multiplier=multiplier))
         for i in range(rows):
             for j in range(cols):
                 cell = pe[i][j]

@@ -6,7 +6,8 @@ from amaranth.lib.wiring import In, Out
 
 from .params import check_int
 
-__all__ = ["OPERAND", "PRODUCT", "Operand", "psum_shape", "ProcessingElement"]
+__all__ = ["OPERAND", "PRODUCT", "Operand", "psum_shape", "MultiplierSignature",
+           "ProcessingElement"]
 
 #: Operands are widened to 9 bits so one multiplier serves int8 and uint8 alike.
 OPERAND = signed(9)
@@ -26,6 +27,37 @@ class Operand(data.StructLayout):
     """
     def __init__(self):
         super().__init__({"value": OPERAND, "bank": 1})
+
+
+class MultiplierSignature(wiring.Signature):
+    """A pipelined multiplier that a platform puts in place of the cell's own ``m_`` and ``p_``
+    registers and multiplication: typically a DSP block that registers its operands and its
+    product itself, which Yosys does not build from separate registers on every family.
+
+    ``p`` is ``a * b`` two cycles after ``a`` and ``b`` (operand register, product register),
+    both registers clocked by the ``sync`` domain while ``en`` is set, neither reset.
+
+    Members
+    -------
+    a : In(signed(9))
+        Activation.
+    b : In(signed(9))
+        Weight.
+    en : In(1)
+        Clock enable of both registers.
+    p : Out(signed(18))
+        The product from the product register.
+    """
+    def __init__(self):
+        super().__init__({
+            "a":  In(OPERAND),
+            "b":  In(OPERAND),
+            "en": In(1),
+            "p":  Out(PRODUCT),
+        })
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.members == other.members
 
 
 def psum_shape(products):
@@ -49,6 +81,11 @@ class ProcessingElement(wiring.Component):
     ----------
     row : int
         Row of the cell in the array; the partial sums entering it hold ``row`` products.
+    multiplier : wiring.Component or None
+        A component with :class:`MultiplierSignature` that replaces the ``m_`` and ``p_``
+        stages (the cell makes it a submodule; whoever creates it drives its ``en``, since
+        ``EnableInserter`` does not reach into an instance of a vendor primitive). None: the
+        cell's own registers and ``*``.
 
     Members
     -------
@@ -69,9 +106,16 @@ class ProcessingElement(wiring.Component):
         This cell's weight in the bank being loaded (bank 1 while ``w_load[1]`` is set, else
         bank 0), to the cell above.
     """
-    def __init__(self, row):
+    def __init__(self, row, *, multiplier=None):
         check_int(self, "Row", row, 0)
+        if multiplier is not None and not (
+                isinstance(multiplier, wiring.Component) and
+                multiplier.signature == MultiplierSignature()):
+            self._MustUse__silence = True
+            raise TypeError(f"Multiplier must be a component with MultiplierSignature or None, "
+                            f"not {multiplier!r}")
         self._row = row
+        self._multiplier = multiplier
         super().__init__({
             "x_in":     In(Operand()),
             "x_out":    Out(Operand()),
@@ -94,21 +138,29 @@ class ProcessingElement(wiring.Component):
         x_operand = self.x_out
         m.d.sync += x_operand.eq(self.x_in)
 
-        # No reset on the multiplier's registers: nothing reads them before valid data has
-        # passed, and a synchronous reset would keep Yosys from folding them into an SB_MAC16.
-        m_activation = Signal(OPERAND, reset_less=True)
-        m_weight = Signal(OPERAND, reset_less=True)
-        m.d.sync += [
-            m_activation.eq(x_operand.value),
-            m_weight.eq(Mux(x_operand.bank, weight[1], weight[0])),
-        ]
+        x_weight = Mux(x_operand.bank, weight[1], weight[0])
+        if self._multiplier is None:
+            # No reset on the multiplier's registers: nothing reads them before valid data has
+            # passed, and a synchronous reset would keep Yosys from folding them into an
+            # SB_MAC16.
+            m_activation = Signal(OPERAND, reset_less=True)
+            m_weight = Signal(OPERAND, reset_less=True)
+            m.d.sync += [
+                m_activation.eq(x_operand.value),
+                m_weight.eq(x_weight),
+            ]
+            p_product = Signal(PRODUCT, reset_less=True)
+            m.d.sync += p_product.eq(m_activation * m_weight)
+        else:
+            m.submodules.multiplier = multiplier = self._multiplier
+            m.d.comb += [
+                multiplier.a.eq(x_operand.value),
+                multiplier.b.eq(x_weight),
+            ]
+            p_product = multiplier.p
 
-        p_product = Signal(PRODUCT, reset_less=True)
         q_product = Signal(PRODUCT, reset_less=True)
-        m.d.sync += [
-            p_product.eq(m_activation * m_weight),
-            q_product.eq(p_product),
-        ]
+        m.d.sync += q_product.eq(p_product)
 
         # Nor on the sum: after q_product, a register with a synchronous reset made Yosys 0.70's
         # ice40_dsp drive q_product from both an SB_MAC16 and a constant, and resolve it as the

@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
 __all__ = ["simulate"]
@@ -20,7 +21,8 @@ def _vcd_path(name):
     return path
 
 
-def simulate(dut, testbenches=(), processes=(), *, name=None, deadline=None, clock=1e-6):
+def simulate(dut, testbenches=(), processes=(), *, name=None, deadline=None, clock=1e-6,
+             platform=None):
     """Simulate ``dut`` with a clock on ``sync``, running ``testbenches`` to completion.
 
     Parameters
@@ -35,8 +37,10 @@ def simulate(dut, testbenches=(), processes=(), *, name=None, deadline=None, clo
         Waveform name; defaults to the running pytest test's id.
     deadline : float or None
         Simulated time, in seconds, after which a hung test fails instead of running forever.
+    platform : object or None
+        Passed to ``dut``'s ``elaborate`` (for designs that ask the platform for parts).
     """
-    sim = Simulator(dut)
+    sim = Simulator(dut if platform is None else Fragment.get(dut, platform))
     sim.add_clock(clock)
     for testbench in testbenches:
         sim.add_testbench(testbench)

@@ -2,8 +2,11 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.hdl import EnableInserter, Module, Signal
+from amaranth.lib import wiring
 
 from rtl.mxu import MAX_ROWS, MatrixUnit
+from rtl.pe import MultiplierSignature, OPERAND, PRODUCT, ProcessingElement
 from sim.golden.mxu import MatrixUnitModel, matmul
 from sim.stream import stream_get_n, stream_put_all
 from sim.testbench import simulate
@@ -25,7 +28,7 @@ def make_tiles(rng, rows, cols, tiles, *, depth=(1, 12), extremes=False):
     return result
 
 
-def run_mxu(rows, cols, tiles, *, idle=0.0, stall=0.0, seed=0, cycles=None):
+def run_mxu(rows, cols, tiles, *, idle=0.0, stall=0.0, seed=0, cycles=None, platform=None):
     """Stream ``tiles`` through a MatrixUnit; return the result rows and the expected ones."""
     dut = MatrixUnit(rows, cols)
     model = MatrixUnitModel(rows, cols)
@@ -53,7 +56,7 @@ def run_mxu(rows, cols, tiles, *, idle=0.0, stall=0.0, seed=0, cycles=None):
                                           rng=random.Random(seed + 2), cycles=cycles):
             results.append(([int(v) for v in payload.data], bool(payload.last)))
 
-    simulate(dut, [get_results], [put_weights, put_activations])
+    simulate(dut, [get_results], [put_weights, put_activations], platform=platform)
     return results, expected
 
 
@@ -102,6 +105,49 @@ def test_back_to_back_tiles_without_bubbles(rows, cols):
     results, expected = run_mxu(rows, cols, tiles, cycles=cycles)
     assert results == expected
     assert np.all(np.diff(cycles) == 1), f"bubbles at {np.nonzero(np.diff(cycles) != 1)}"
+
+
+class _PipelinedMultiplier(wiring.Component):
+    """A platform's multiplier, with its own operand and product registers. (The MXU's
+    EnableInserter reaches these too, unlike a vendor primitive's, so the wiring of ``en`` is
+    checked on the ULX3S netlist instead: tests/boards/test_dsp_mapping.py.)"""
+    def __init__(self):
+        super().__init__(MultiplierSignature())
+
+    def elaborate(self, platform):
+        m = Module()
+        a, b, p = Signal(OPERAND), Signal(OPERAND), Signal(PRODUCT)
+        m.d.sync += [a.eq(self.a), b.eq(self.b), p.eq(a * b)]
+        m.d.comb += self.p.eq(p)
+        return EnableInserter(self.en)(m)
+
+
+class _MultiplierPlatform:
+    """Gives every other cell a :class:`_PipelinedMultiplier` and records which it asked for."""
+    def __init__(self):
+        self.asked = []
+
+    def get_multiplier(self, row, col):
+        self.asked.append((row, col))
+        return _PipelinedMultiplier() if (row + col) % 2 == 0 else None
+
+
+@pytest.mark.parametrize("rows, cols", [(2, 3), (4, 4)])
+def test_platform_multipliers(rows, cols):
+    # Cells with the platform's multiplier and cells with their own compute alike and in step.
+    rng = np.random.default_rng(rows * 10 + cols)
+    tiles = make_tiles(rng, rows, cols, tiles=4)
+    platform = _MultiplierPlatform()
+    results, expected = run_mxu(rows, cols, tiles, idle=0.3, stall=0.4, seed=5,
+                                platform=platform)
+    assert results == expected
+    assert sorted(platform.asked) == [(i, j) for i in range(rows) for j in range(cols)]
+
+
+def test_bad_multiplier():
+    with pytest.raises(TypeError, match="Multiplier must be a component with "
+                                        "MultiplierSignature or None, not 3"):
+        ProcessingElement(0, multiplier=3)
 
 
 def test_latency():
