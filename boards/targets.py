@@ -73,10 +73,18 @@ class Board:
     extra_resources: str = None
     dsp_budget: int = None
 
-    def make_platform(self):
-        """A new instance of the amaranth-boards platform (with any optional resources)."""
+    def make_platform(self, *, get_multiplier=None):
+        """A new instance of the amaranth-boards platform (with any optional resources).
+
+        ``get_multiplier(row, col)``, if given, becomes the platform's method that
+        :class:`rtl.mxu.MatrixUnit` asks for each cell's multiplier.
+        """
         module, _, name = self.platform.partition(":")
-        platform = getattr(importlib.import_module(module), name)()
+        cls = getattr(importlib.import_module(module), name)
+        if get_multiplier is not None:
+            cls = type(cls.__name__, (cls,),
+                       {"get_multiplier": lambda _, row, col: get_multiplier(row, col)})
+        platform = cls()
         if self.extra_resources:
             platform.add_resources(getattr(platform, self.extra_resources))
         return platform

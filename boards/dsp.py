@@ -1,0 +1,87 @@
+"""Vendor DSP blocks as the systolic array's pipelined multipliers.
+
+Yosys puts a ``$mul`` into an ECP5 ``MULT18X18D`` but leaves the registers around it in logic
+(unlike ``ice40_dsp``, which folds them into the SB_MAC16). The placer then puts those
+registers beside the cell's other logic, often 50 columns from the DSP block, and the product's
+way there and back is the array's critical path. :class:`ECP5Multiplier` is the block with
+its own input and output registers switched on, as the PE's ``m_`` and ``p_`` stages
+(:class:`rtl.pe.MultiplierSignature`); the build flow hands it to the MXU through the
+platform's ``get_multiplier`` (:func:`multiplier_cells`).
+
+The primitive's behaviour in simulation comes from ``sim/models/mult18x18d.v``, written from
+Lattice's sysDSP usage guide (Yosys has only a black box for it).
+"""
+
+from amaranth.hdl import ClockSignal, Const, Instance, Module
+from amaranth.lib import wiring
+
+from rtl.pe import MultiplierSignature, OPERAND
+
+__all__ = ["ECP5Multiplier", "multiplier_cells"]
+
+#: The block's operand width.
+_WIDTH = 18
+
+
+class ECP5Multiplier(wiring.Component):
+    """``MULT18X18D`` with its A/B input registers and its output register on ``CLK0``/``CE0``.
+
+    Signed 9-bit operands are sign-extended to the block's 18 bits; the product is the low
+    18 bits of its 36 (every product of two 9-bit operands fits). No register is reset
+    (``RST0`` is tied low), as in the PE's own stages.
+
+    Members
+    -------
+    a, b, en, p
+        As :class:`rtl.pe.MultiplierSignature`.
+    """
+    def __init__(self):
+        super().__init__(MultiplierSignature())
+
+    def elaborate(self, platform):
+        m = Module()
+        ports = {}
+        for name, operand in (("A", self.a), ("B", self.b)):
+            for bit in range(_WIDTH):
+                ports[f"i_{name}{bit}"] = operand[min(bit, OPERAND.width - 1)]
+        for bit in range(_WIDTH):
+            ports[f"i_C{bit}"] = Const(0)
+        for bit in range(len(self.p)):
+            ports[f"o_P{bit}"] = self.p[bit]
+        registers = {}
+        for register in ("INPUTA", "INPUTB", "OUTPUT"):
+            registers[f"p_REG_{register}_CLK"] = "CLK0"
+            registers[f"p_REG_{register}_CE"] = "CE0"
+            registers[f"p_REG_{register}_RST"] = "RST0"
+        m.submodules.dsp = Instance(
+            "MULT18X18D",
+            **registers,
+            p_REG_INPUTC_CLK="NONE",
+            p_REG_PIPELINE_CLK="NONE",
+            p_GSR="DISABLED",
+            p_RESETMODE="SYNC",
+            p_SOURCEB_MODE="B_SHIFT",
+            p_MULT_BYPASS="DISABLED",
+            p_CAS_MATCH_REG="FALSE",
+            i_SIGNEDA=Const(1), i_SIGNEDB=Const(1),
+            i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+            i_CLK0=ClockSignal("sync"), i_CE0=self.en, i_RST0=Const(0),
+            **ports,
+        )
+        return m
+
+
+def multiplier_cells(names):
+    """The MXU cells, ``{(row, col), ...}``, among Yosys's flattened cell ``names``.
+
+    The build flow chooses which products go to DSP blocks on the generic design (pass 1 of
+    :func:`boards.build.build`); this turns the chosen ``$mul`` cells inside
+    ``\\mxu.\\pe_<row>_<col>`` back into array positions.
+    """
+    import re
+    cells = set()
+    for name in names:
+        found = re.search(r"\\mxu\.\\pe_(\d+)_(\d+)\.", name)
+        if found:
+            cells.add((int(found.group(1)), int(found.group(2))))
+    return cells
