@@ -557,34 +557,37 @@ class ActivateUnit(wiring.Component):
 
 
 def _share_read_port(m, name, request, response, users):
-    """Serve the read port ``request``/``response`` to ``users``, (request, response) pairs.
+    """Serve the read port ``request``/``response`` to ``users``, (request, response, claim)
+    triples.
 
-    At most one user sends requests at a time (the scoreboard sees to that). ``owner`` changes
-    exactly when the port's response register does, so it always names the user whose
-    response the register holds, and routes that response to it. A user's request waits while
-    the register holds another user's response: then its handshake depends only on its own
-    response's ``ready``, not through ``owner`` on every other user's logic.
+    At most one user sends requests at a time (the scoreboard sees to that), and a user's
+    ``claim`` pulses when an instruction that makes it send requests issues; ``select``, a
+    flip-flop, then names it, so no user's handshake depends on another user's ``valid``.
+    ``owner`` changes exactly when the port's response register does, so it always names the
+    user whose response the register holds, and routes that response to it. A user's request
+    waits while the register holds another user's response: then its handshake depends only on
+    its own response's ``ready``, not through ``owner`` on every other user's logic.
     """
     owner  = Signal(range(len(users)), name=f"{name}_owner")
     select = Signal(range(len(users)), name=f"{name}_select")
-    for k, (user_request, _) in enumerate(users):
-        with m.If(user_request.valid):
-            m.d.comb += select.eq(k)
+    for k, (_, _, claim) in enumerate(users):
+        with m.If(claim):
+            m.d.sync += select.eq(k)
     # The register can take a request from user k when it is empty or k takes its response.
     free = [~response.valid | ((owner == k) & user_response.ready)
-            for k, (_, user_response) in enumerate(users)]
+            for k, (_, user_response, _) in enumerate(users)]
     with m.Switch(select):
-        for k, (user_request, _) in enumerate(users):
+        for k, (user_request, _, _) in enumerate(users):
             with m.Case(k):
                 m.d.comb += [
                     request.valid.eq(user_request.valid & (~response.valid | (owner == k))),
                     request.payload.eq(user_request.payload),
                 ]
     with m.Switch(owner):
-        for k, (_, user_response) in enumerate(users):
+        for k, (_, user_response, _) in enumerate(users):
             with m.Case(k):
                 m.d.comb += response.ready.eq(user_response.ready)
-    for k, (user_request, user_response) in enumerate(users):
+    for k, (user_request, user_response, _) in enumerate(users):
         m.d.comb += [
             user_request.ready.eq(free[k] & (select == k)),
             user_response.valid.eq(response.valid & (owner == k)),
@@ -769,10 +772,16 @@ class Controller(wiring.Component):
         connect(m, skid.o, flipped(self.o))
 
         # Shared ports.
+        tx_claims = {kind: Signal(name=f"tx_claims_{kind.name.lower()}")
+                     for kind in (ResponseKind.UB_ROWS, ResponseKind.ACC_ROWS)}
+        for kind, claims in tx_claims.items():
+            m.d.comb += claims.eq(tx.start & (tx.command.kind == kind))
         _share_read_port(m, "ub_read", self.ub.r_addr, self.ub.r_data,
-                         [(mm.ub_r_addr, mm.ub_r_data), (tx.ub_r_addr, tx.ub_r_data)])
+                         [(mm.ub_r_addr, mm.ub_r_data, mm.start),
+                          (tx.ub_r_addr, tx.ub_r_data, tx_claims[ResponseKind.UB_ROWS])])
         _share_read_port(m, "acc_read", self.acc.r_addr, self.acc.r_data,
-                         [(act.acc_r_addr, act.acc_r_data), (tx.acc_r_addr, tx.acc_r_data)])
+                         [(act.acc_r_addr, act.acc_r_data, act.start),
+                          (tx.acc_r_addr, tx.acc_r_data, tx_claims[ResponseKind.ACC_ROWS])])
         m.d.comb += [
             self.ub.w.valid.eq(rx.ub_w.valid | act.ub_w.valid),
             self.ub.w.payload.eq(Mux(rx.ub_w.valid, rx.ub_w.payload, act.ub_w.payload)),
@@ -812,10 +821,11 @@ class Controller(wiring.Component):
         with m.Elif(word_byte):
             m.d.sync += word_count.eq(word_count + 1)
 
-        # The decode stage: everything that depends only on the word is computed from the word
-        # as it completes (``d_`` signals) and registered, so that the adders and comparators
-        # of the checks are not in series with the scoreboard. The registers load when the last
-        # byte enters (``decode``) and hold while the word is full; they are used only then.
+        # The decode stage: the opcode, the SYNC compare and the range ends are computed from the
+        # word as it completes (``d_`` signals) and registered, so that the adders and
+        # comparators of the checks are not in series with the scoreboard. The registers load
+        # when the last byte enters (``decode``) and hold while the word is full; they are used
+        # only then.
         d_bits = Signal(8 * WORD, name="d_word")
         m.d.comb += d_bits.eq(Cat(word_bits[8:], self.i.payload))
         d_word = data.View(InstructionWord(), d_bits)
@@ -830,8 +840,7 @@ class Controller(wiring.Component):
         err_index = Signal(32, name="error_index")
 
         flags, a, b, n = word.flags, word.a, word.b, word.n
-        d_op, d_flags, d_a, d_b, d_n = (d_word.opcode, d_word.flags, d_word.a, d_word.b,
-                                        d_word.n)
+        d_op, d_a, d_b, d_n = d_word.opcode, d_word.a, d_word.b, d_word.n
         is_op = {opcode: Signal(name=f"is_{opcode.name.lower()}") for opcode in Opcode}
         is_sync_word = Signal()
         malformed = Signal()
@@ -855,24 +864,26 @@ class Controller(wiring.Component):
                 a_end.eq(d_a + d_n),
                 b_end.eq(d_b + d_n),
             ]
-            # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC
-            # word.
-            with m.Switch(d_op):
-                for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
-                    with m.Case(int(opcode)):
-                        bad = (d_flags & (~int(allowed) & 0xff)) != 0
-                        for field, used in ((d_a, uses_a), (d_b, uses_b), (d_n, uses_n)):
-                            if not used:
-                                bad = bad | (field != 0)
-                        if uses_n:
-                            bad = bad | (d_n == 0)
-                        if opcode == Opcode.ACTIVATE:
-                            bad = bad | (d_flags + cols > rows)
-                        m.d.sync += malformed.eq(bad)
-                with m.Case(int(Opcode.SYNC)):
-                    m.d.sync += malformed.eq(~d_sync)
-                with m.Default():                   # an illegal opcode: reported as such
-                    m.d.sync += malformed.eq(0)
+        # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC word.
+        # Registered a cycle after the decode, like ADDRESS, from the word register: from the
+        # incoming byte through these compares and the opcode's multiplexer, the decode was
+        # an iCE40 build's critical path.
+        with m.Switch(word.opcode):
+            for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
+                with m.Case(int(opcode)):
+                    bad = (flags & (~int(allowed) & 0xff)) != 0
+                    for field, used in ((a, uses_a), (b, uses_b), (n, uses_n)):
+                        if not used:
+                            bad = bad | (field != 0)
+                    if uses_n:
+                        bad = bad | (n == 0)
+                    if opcode == Opcode.ACTIVATE:
+                        bad = bad | (flags + cols > rows)
+                    m.d.sync += malformed.eq(bad)
+            with m.Case(int(Opcode.SYNC)):
+                m.d.sync += malformed.eq(~is_sync_word)
+            with m.Default():                   # an illegal opcode: reported as such
+                m.d.sync += malformed.eq(0)
         # ADDRESS: a row range past the end of its memory (on the full 17-bit ends; a tile of R
         # rows from a ends past the end if a > wm_depth - R). Registered in the cycle after
         # the decode, from the decode's registers: the word's checks are first used a cycle
@@ -902,7 +913,17 @@ class Controller(wiring.Component):
             m.d.comb += error.eq(int(ErrorCode.WEIGHTS_FULL))
         with m.Elif(is_op[Opcode.MATMUL] & _flag(flags, Flag.SWAP) & ~pending):
             m.d.comb += error.eq(int(ErrorCode.NO_WEIGHTS))
-        failed = error != int(ErrorCode.OK)
+        # Whether the word fails, for the verdict: from flip-flops of the hazard stage (below)
+        # and the ADDRESS register, rather than through ``error``'s priority chain. While a
+        # word waits nothing issues, so ``pending`` holds and these agree with ``error``.
+        h_known   = Signal(name="h_known")
+        h_tile    = Signal(name="h_tile")       # WEIGHTS_FULL or NO_WEIGHTS
+        m.d.sync += [
+            h_known.eq(known),
+            h_tile.eq((is_op[Opcode.LOAD_WEIGHTS] & pending) |
+                      (is_op[Opcode.MATMUL] & _flag(flags, Flag.SWAP) & ~pending)),
+        ]
+        failed = ~h_known | malformed | address | h_tile
 
         # Scoreboard. The candidate's ranges, by memory, at the memory's width: a verdict
         # counts only for an instruction that passed the ADDRESS check, whose rows lie inside.
@@ -951,21 +972,42 @@ class Controller(wiring.Component):
             all_idle.eq(~loader.busy & mm.idle & ~act.busy & ~tx.busy & ~rx.busy),
             self.idle.eq(all_idle & ~word_full & ~skid.o.valid),
         ]
+        # The units' own state joins the hazard stage, by the same argument: a unit only gets
+        # busy when a word retires, at least 9 cycles before the next verdict, so a one-cycle-old
+        # flag is at worst one that has just cleared. This ends the paths from the units' read
+        # port owners and counters at a flip-flop rather than in the verdict.
+        h = {name: Signal(name=f"h_{name}") for name in (
+            "act_busy", "act_reading", "loader_busy", "mm_queued", "mm_full", "mm_feeding",
+            "tx_busy", "tx_reading_ub", "tx_reading_acc", "all_idle")}
+        m.d.sync += [
+            h["act_busy"].eq(act.busy),
+            h["act_reading"].eq(act.reading),
+            h["loader_busy"].eq(loader.busy),
+            h["mm_queued"].eq(mm.queued),
+            h["mm_full"].eq(mm.full),
+            h["mm_feeding"].eq(mm.feeding),
+            h["tx_busy"].eq(tx.busy),
+            h["tx_reading_ub"].eq(tx.reading_ub),
+            h["tx_reading_acc"].eq(tx.reading_acc),
+            h["all_idle"].eq(all_idle),
+        ]
 
         can_issue_now = Signal()
         conditions = []
         for opcode, condition in {
             Opcode.NOP:           1,
-            Opcode.WRITE_UB:      ~act.busy & ~ub_read,
+            Opcode.WRITE_UB:      ~h["act_busy"] & ~ub_read,
             Opcode.WRITE_WM:      ~wm_read,
-            Opcode.SET_PPU:       ~act.busy,
-            Opcode.LOAD_WEIGHTS:  ~loader.busy,
-            Opcode.MATMUL:        ~mm.queued & ~mm.full & ~tx.reading_ub & ~ub_written & ~acc_read,
-            Opcode.ACTIVATE:      ~act.busy & ~tx.reading_acc & ~acc_written & ~ub_read,
-            Opcode.READ_UB:       ~tx.busy & ~mm.feeding & ~ub_written,
-            Opcode.READ_ACC:      ~tx.busy & ~act.reading & ~acc_written,
-            Opcode.READ_COUNTERS: all_idle,
-            Opcode.SYNC:          all_idle,
+            Opcode.SET_PPU:       ~h["act_busy"],
+            Opcode.LOAD_WEIGHTS:  ~h["loader_busy"],
+            Opcode.MATMUL:        ~h["mm_queued"] & ~h["mm_full"] & ~h["tx_reading_ub"] &
+                                  ~ub_written & ~acc_read,
+            Opcode.ACTIVATE:      ~h["act_busy"] & ~h["tx_reading_acc"] & ~acc_written &
+                                  ~ub_read,
+            Opcode.READ_UB:       ~h["tx_busy"] & ~h["mm_feeding"] & ~ub_written,
+            Opcode.READ_ACC:      ~h["tx_busy"] & ~h["act_reading"] & ~acc_written,
+            Opcode.READ_COUNTERS: h["all_idle"],
+            Opcode.SYNC:          h["all_idle"],
         }.items():
             conditions.append(is_op[opcode] & condition)    # an illegal opcode never issues
         m.d.comb += can_issue_now.eq(Cat(conditions).any())
@@ -984,8 +1026,8 @@ class Controller(wiring.Component):
         v_respond = Signal(name="verdict_respond")  # ... and the retiring word starts a response
         waiting = word_full & ~retire & checked
         issue_next = waiting & ~faulted & ~failed & can_issue_now
-        fail_next = waiting & ~faulted & failed & (known | ~tx.busy)
-        skip_next = waiting & faulted & (~is_sync_word | all_idle)
+        fail_next = waiting & ~faulted & failed & (h_known | ~h["tx_busy"])
+        skip_next = waiting & faulted & (~is_sync_word | h["all_idle"])
         answers = (is_op[Opcode.READ_UB] | is_op[Opcode.READ_ACC] |
                    is_op[Opcode.READ_COUNTERS] | is_sync_word)
         m.d.sync += [
@@ -994,7 +1036,7 @@ class Controller(wiring.Component):
             v_skip.eq(skip_next),
             # A SYNC, an illegal opcode's ERROR or a READ: its own flip-flop, because the
             # sender's start is the clock enable of its wide buffer.
-            v_respond.eq((issue_next & answers) | (fail_next & ~known) |
+            v_respond.eq((issue_next & answers) | (fail_next & ~h_known) |
                          (skip_next & is_sync_word)),
         ]
         m.d.comb += retire.eq(v_issue | v_fail | v_skip)
@@ -1081,16 +1123,22 @@ class Controller(wiring.Component):
         # Code and index are only sent by STATUS and ERROR.
         m.d.comb += [tx.command.code.eq(Mux(do_sync, err_code, int(ErrorCode.ILLEGAL_OPCODE))),
                      tx.command.index.eq(Mux(do_sync, err_index, index))]
-        with m.If(do_sync):
-            m.d.comb += tx.command.kind.eq(ResponseKind.STATUS)
+        # The packet's kind depends on the word alone, which stays put until it retires, so it
+        # is registered beside the verdict: from the opcode flags through these multiplexers
+        # into the sender's header, the path was an iCE40 build's critical one. (A word that
+        # retires as a SYNC is the SYNC word, in either state.)
+        v_kind = Signal(ResponseKind, name="verdict_kind")
+        with m.If(is_sync_word):
+            m.d.sync += v_kind.eq(ResponseKind.STATUS)
         with m.Elif(~known):
-            m.d.comb += tx.command.kind.eq(ResponseKind.ERROR)
+            m.d.sync += v_kind.eq(ResponseKind.ERROR)
         with m.Elif(is_op[Opcode.READ_UB]):
-            m.d.comb += tx.command.kind.eq(ResponseKind.UB_ROWS)
+            m.d.sync += v_kind.eq(ResponseKind.UB_ROWS)
         with m.Elif(is_op[Opcode.READ_ACC]):
-            m.d.comb += tx.command.kind.eq(ResponseKind.ACC_ROWS)
+            m.d.sync += v_kind.eq(ResponseKind.ACC_ROWS)
         with m.Else():
-            m.d.comb += tx.command.kind.eq(ResponseKind.COUNTERS)
+            m.d.sync += v_kind.eq(ResponseKind.COUNTERS)
+        m.d.comb += tx.command.kind.eq(v_kind)
 
         # Counters.
         events = counters.events
