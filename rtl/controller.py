@@ -821,11 +821,10 @@ class Controller(wiring.Component):
         with m.Elif(word_byte):
             m.d.sync += word_count.eq(word_count + 1)
 
-        # The decode stage: the opcode, the SYNC compare and the range ends are computed from the
-        # word as it completes (``d_`` signals) and registered, so that the adders and
-        # comparators of the checks are not in series with the scoreboard. The registers load
-        # when the last byte enters (``decode``) and hold while the word is full; they are used
-        # only then.
+        # The decode stage: everything that depends only on the word is computed from the word
+        # as it completes (``d_`` signals) and registered, so that the adders and comparators
+        # of the checks are not in series with the scoreboard. The registers load when the last
+        # byte enters (``decode``) and hold while the word is full; they are used only then.
         d_bits = Signal(8 * WORD, name="d_word")
         m.d.comb += d_bits.eq(Cat(word_bits[8:], self.i.payload))
         d_word = data.View(InstructionWord(), d_bits)
@@ -840,7 +839,8 @@ class Controller(wiring.Component):
         err_index = Signal(32, name="error_index")
 
         flags, a, b, n = word.flags, word.a, word.b, word.n
-        d_op, d_a, d_b, d_n = d_word.opcode, d_word.a, d_word.b, d_word.n
+        d_op, d_flags, d_a, d_b, d_n = (d_word.opcode, d_word.flags, d_word.a, d_word.b,
+                                        d_word.n)
         is_op = {opcode: Signal(name=f"is_{opcode.name.lower()}") for opcode in Opcode}
         is_sync_word = Signal()
         malformed = Signal()
@@ -864,26 +864,24 @@ class Controller(wiring.Component):
                 a_end.eq(d_a + d_n),
                 b_end.eq(d_b + d_n),
             ]
-        # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC word.
-        # Registered a cycle after the decode, like ADDRESS, from the word register: from the
-        # incoming byte through these compares and the opcode's multiplexer, the decode was
-        # an iCE40 build's critical path.
-        with m.Switch(word.opcode):
-            for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
-                with m.Case(int(opcode)):
-                    bad = (flags & (~int(allowed) & 0xff)) != 0
-                    for field, used in ((a, uses_a), (b, uses_b), (n, uses_n)):
-                        if not used:
-                            bad = bad | (field != 0)
-                    if uses_n:
-                        bad = bad | (n == 0)
-                    if opcode == Opcode.ACTIVATE:
-                        bad = bad | (flags + cols > rows)
-                    m.d.sync += malformed.eq(bad)
-            with m.Case(int(Opcode.SYNC)):
-                m.d.sync += malformed.eq(~is_sync_word)
-            with m.Default():                   # an illegal opcode: reported as such
-                m.d.sync += malformed.eq(0)
+            # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC
+            # word.
+            with m.Switch(d_op):
+                for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
+                    with m.Case(int(opcode)):
+                        bad = (d_flags & (~int(allowed) & 0xff)) != 0
+                        for field, used in ((d_a, uses_a), (d_b, uses_b), (d_n, uses_n)):
+                            if not used:
+                                bad = bad | (field != 0)
+                        if uses_n:
+                            bad = bad | (d_n == 0)
+                        if opcode == Opcode.ACTIVATE:
+                            bad = bad | (d_flags + cols > rows)
+                        m.d.sync += malformed.eq(bad)
+                with m.Case(int(Opcode.SYNC)):
+                    m.d.sync += malformed.eq(~d_sync)
+                with m.Default():                   # an illegal opcode: reported as such
+                    m.d.sync += malformed.eq(0)
         # ADDRESS: a row range past the end of its memory (on the full 17-bit ends; a tile of R
         # rows from a ends past the end if a > wm_depth - R). Registered in the cycle after
         # the decode, from the decode's registers: the word's checks are first used a cycle
@@ -917,13 +915,15 @@ class Controller(wiring.Component):
         # and the ADDRESS register, rather than through ``error``'s priority chain. While a
         # word waits nothing issues, so ``pending`` holds and these agree with ``error``.
         h_known   = Signal(name="h_known")
+        h_invalid = Signal(name="h_invalid")    # ILLEGAL_OPCODE or MALFORMED
         h_tile    = Signal(name="h_tile")       # WEIGHTS_FULL or NO_WEIGHTS
         m.d.sync += [
             h_known.eq(known),
+            h_invalid.eq(~known | malformed),
             h_tile.eq((is_op[Opcode.LOAD_WEIGHTS] & pending) |
                       (is_op[Opcode.MATMUL] & _flag(flags, Flag.SWAP) & ~pending)),
         ]
-        failed = ~h_known | malformed | address | h_tile
+        failed = h_invalid | address | h_tile
 
         # Scoreboard. The candidate's ranges, by memory, at the memory's width: a verdict
         # counts only for an instruction that passed the ADDRESS check, whose rows lie inside.
