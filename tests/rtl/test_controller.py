@@ -355,6 +355,24 @@ def test_illegal_opcode_and_resync():
     assert packets[7] == status(ErrorCode.OK, 0)
 
 
+@pytest.mark.parametrize("position", range(8))
+def test_near_sync_words(position):
+    # A word that differs from the SYNC word in one byte (the decoder compares the first 7
+    # bytes as they enter, the last as it completes) is not a SYNC: with the SYNC opcode it is
+    # MALFORMED, and in the faulted state it is skipped like any other word rather than ending
+    # the fault. (`run` checks every packet against the ISA model.)
+    near = bytearray(SYNC_WORD)
+    near[position] ^= 0x10
+    sync = I.sync().encode()
+    packets = run(bytes(near) + sync + encode(I(0xA7)) + bytes(near) + encode(I(Opcode.NOP)) +
+                  sync, G23)
+    if position:                # (byte 0 is the opcode: 0x2F is an illegal one)
+        assert packets == [status(ErrorCode.MALFORMED, 0),
+                           Response(Tag.ERROR, ErrorCode.ILLEGAL_OPCODE, 0),
+                           status(ErrorCode.ILLEGAL_OPCODE, 0)]
+    assert packets[-1].tag == Tag.STATUS and len(packets) == (3 if position else 4)
+
+
 def test_error_waits_for_earlier_responses():
     # The ERROR packet of an illegal opcode comes after the data of every earlier READ, even
     # while the host is slow to take it.
