@@ -12,6 +12,8 @@ The primitive's behaviour in simulation comes from ``sim/models/mult18x18d.v``, 
 Lattice's sysDSP usage guide (Yosys has only a black box for it).
 """
 
+import re
+
 from amaranth.hdl import ClockSignal, Const, Instance, Module
 from amaranth.lib import wiring
 
@@ -78,7 +80,6 @@ def multiplier_cells(names):
     :func:`boards.build.build`); this turns the chosen ``$mul`` cells inside
     ``\\mxu.\\pe_<row>_<col>`` back into array positions.
     """
-    import re
     cells = set()
     for name in names:
         found = re.search(r"\\mxu\.\\pe_(\d+)_(\d+)\.", name)

@@ -29,7 +29,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import connect, flipped
 
 from boards.build import BuildError, check_synthesis_log, tool_path
-from boards.dsp import ECP5Multiplier
+from boards.dsp import ECP5Multiplier, multiplier_cells
 from firmware.compiler import compile_matmul
 from firmware.isa import Geometry
 from firmware.nn import Dense, Requantization, compile_dense
@@ -283,3 +283,14 @@ def test_driver_conflicts_fail_the_build(tmp_path):
         check_synthesis_log(log)
     log.write_text("Warning: Wire puce.x is used but has no driver.\n")
     check_synthesis_log(log)                    # other warnings pass
+
+
+def test_multiplier_cells_from_yosys_names():
+    # The build flow's pass-1 names of the chosen $mul cells, back to array positions; the
+    # PPU's and the controller's products are not array cells.
+    names = ["$flatten\\core.\\accelerator.\\mxu.\\pe_0_0.$7",
+             "$flatten\\core.\\accelerator.\\mxu.\\pe_11_3.$7",
+             "$flatten\\core.\\accelerator.\\ppu.$51",
+             "$flatten\\core.\\accelerator.\\controller.\\matmul.$73"]
+    assert multiplier_cells(names) == {(0, 0), (11, 3)}
+    assert multiplier_cells([]) == set()
