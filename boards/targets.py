@@ -110,16 +110,17 @@ BOARDS = {board.name: board for board in [
     Board(
         name="ulx3s-85f", title="Radiona ULX3S (85F)", family="ecp5",
         device="LFE5U-85F-6BG381C", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-        pll="ECP5PLL", clock=70e6,
-        geometry=Geometry(rows=12, cols=12, ub_depth=2048, wm_depth=1024, acc_depth=1024),
+        pll="ECP5PLL", clock=60e6,
+        geometry=Geometry(rows=16, cols=16, ub_depth=2048, wm_depth=1024, acc_depth=1024),
         ppu_lanes=1, baud=3_000_000, counter_bits=64,
         lights={"alive": ("led", 0), "ok": ("led", 1), "error": ("led", 2), "busy": ("led", 3)},
         nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"),
         programmer=("openFPGALoader", "-b", "ulx3s"),
         flasher=("openFPGALoader", "-b", "ulx3s", "-f"),
         # With all 68 products of an 8 x 8 in DSP blocks, router2 did not converge (hundreds
-        # of overused wires after 68 iterations); with half of the array's in logic it routes.
-        # So the 12 x 12 keeps half of its 144 products in logic too.
+        # of overused wires after 68 iterations), nor did a 16 x 16 with 100 DSP blocks; with
+        # 76 (the PPU's 4 and 72 array cells, the other 184 products in logic) the 16 x 16
+        # routes (docs/boards.md).
         dsp_budget=76,
     ),
     Board(
