@@ -976,21 +976,15 @@ class Controller(wiring.Component):
         # busy when a word retires, at least 9 cycles before the next verdict, so a one-cycle-old
         # flag is at worst one that has just cleared. This ends the paths from the units' read
         # port owners and counters at a flip-flop rather than in the verdict.
-        h = {name: Signal(name=f"h_{name}") for name in (
-            "act_busy", "act_reading", "loader_busy", "mm_queued", "mm_full", "mm_feeding",
-            "tx_busy", "tx_reading_ub", "tx_reading_acc", "all_idle")}
-        m.d.sync += [
-            h["act_busy"].eq(act.busy),
-            h["act_reading"].eq(act.reading),
-            h["loader_busy"].eq(loader.busy),
-            h["mm_queued"].eq(mm.queued),
-            h["mm_full"].eq(mm.full),
-            h["mm_feeding"].eq(mm.feeding),
-            h["tx_busy"].eq(tx.busy),
-            h["tx_reading_ub"].eq(tx.reading_ub),
-            h["tx_reading_acc"].eq(tx.reading_acc),
-            h["all_idle"].eq(all_idle),
-        ]
+        h = {}
+        for name, flag in {
+            "act_busy": act.busy, "act_reading": act.reading, "loader_busy": loader.busy,
+            "mm_queued": mm.queued, "mm_full": mm.full, "mm_feeding": mm.feeding,
+            "tx_busy": tx.busy, "tx_reading_ub": tx.reading_ub,
+            "tx_reading_acc": tx.reading_acc, "all_idle": all_idle,
+        }.items():
+            h[name] = Signal(name=f"h_{name}")
+            m.d.sync += h[name].eq(flag)
 
         can_issue_now = Signal()
         conditions = []

@@ -300,14 +300,6 @@ module MULT18X18D(
     wire [3:0] ce = {CE3, CE2, CE1, CE0};
     wire [3:0] rst = {RST3, RST2, RST1, RST0};
 
-    // Which of the four clock, enable and reset inputs a register uses ("CLK2" -> 2).
-    function integer select;
-        input [8*8-1:0] name;
-        begin
-            select = name[7:0] - "0";
-        end
-    endfunction
-
     initial begin
         if (REG_INPUTC_CLK != "NONE" || HIGHSPEED_CLK != "NONE" || MULT_BYPASS != "DISABLED" ||
                 RESETMODE != "SYNC" || CAS_MATCH_REG != "FALSE") begin
@@ -322,50 +314,58 @@ module MULT18X18D(
             $finish;
         end
 
-    // Input registers (with their operand's sign control).
-    reg [18:0] a_reg = 0, b_reg = 0;
-    generate
-        if (REG_INPUTA_CLK != "NONE") begin : input_a
-            always @(posedge clk[select(REG_INPUTA_CLK)])
-                if (rst[select(REG_INPUTA_RST)]) a_reg <= 0;
-                else if (ce[select(REG_INPUTA_CE)]) a_reg <= {SIGNEDA, a};
-        end else begin : input_a
-            always @* a_reg = {SIGNEDA, a};
-        end
-        if (REG_INPUTB_CLK != "NONE") begin : input_b
-            always @(posedge clk[select(REG_INPUTB_CLK)])
-                if (rst[select(REG_INPUTB_RST)]) b_reg <= 0;
-                else if (ce[select(REG_INPUTB_CE)]) b_reg <= {SIGNEDB, b};
-        end else begin : input_b
-            always @* b_reg = {SIGNEDB, b};
-        end
-    endgenerate
+    // Input registers (with their operand's sign control), the product (signed or unsigned
+    // per operand: 36 bits hold every one), the pipeline and output registers.
+    wire [18:0] a_reg, b_reg;
+    wire [35:0] pipeline, result;
+    MULT18X18D_register #(.WIDTH(19), .CLK(REG_INPUTA_CLK), .CE(REG_INPUTA_CE),
+                          .RST(REG_INPUTA_RST))
+        input_a (.clk(clk), .ce(ce), .rst(rst), .d({SIGNEDA, a}), .q(a_reg));
+    MULT18X18D_register #(.WIDTH(19), .CLK(REG_INPUTB_CLK), .CE(REG_INPUTB_CE),
+                          .RST(REG_INPUTB_RST))
+        input_b (.clk(clk), .ce(ce), .rst(rst), .d({SIGNEDB, b}), .q(b_reg));
 
-    // The product, signed or unsigned per operand: 36 bits hold every one.
     wire signed [36:0] a_wide = {{19{a_reg[18] & a_reg[17]}}, a_reg[17:0]};
     wire signed [36:0] b_wide = {{19{b_reg[18] & b_reg[17]}}, b_reg[17:0]};
     wire signed [73:0] product = a_wide * b_wide;
 
-    reg [35:0] pipeline = 0, result = 0;
-    generate
-        if (REG_PIPELINE_CLK != "NONE") begin : pipeline_reg
-            always @(posedge clk[select(REG_PIPELINE_CLK)])
-                if (rst[select(REG_PIPELINE_RST)]) pipeline <= 0;
-                else if (ce[select(REG_PIPELINE_CE)]) pipeline <= product[35:0];
-        end else begin : pipeline_reg
-            always @* pipeline = product[35:0];
-        end
-        if (REG_OUTPUT_CLK != "NONE") begin : output_reg
-            always @(posedge clk[select(REG_OUTPUT_CLK)])
-                if (rst[select(REG_OUTPUT_RST)]) result <= 0;
-                else if (ce[select(REG_OUTPUT_CE)]) result <= pipeline;
-        end else begin : output_reg
-            always @* result = pipeline;
-        end
-    endgenerate
+    MULT18X18D_register #(.WIDTH(36), .CLK(REG_PIPELINE_CLK), .CE(REG_PIPELINE_CE),
+                          .RST(REG_PIPELINE_RST))
+        pipeline_reg (.clk(clk), .ce(ce), .rst(rst), .d(product[35:0]), .q(pipeline));
+    MULT18X18D_register #(.WIDTH(36), .CLK(REG_OUTPUT_CLK), .CE(REG_OUTPUT_CE),
+                          .RST(REG_OUTPUT_RST))
+        output_reg (.clk(clk), .ce(ce), .rst(rst), .d(pipeline), .q(result));
 
     assign {P35, P34, P33, P32, P31, P30, P29, P28, P27, P26, P25, P24, P23, P22, P21, P20,
             P19, P18, P17, P16, P15, P14, P13, P12, P11, P10, P9, P8, P7, P6, P5, P4, P3, P2,
             P1, P0} = result;
     assign SIGNEDP = (a_reg[18] & a_reg[17]) ^ (b_reg[18] & b_reg[17]);
+endmodule
+
+// One of the block's optional registers: on the CLKn, CEn and RSTn its parameters name
+// (synchronous reset), or a wire when CLK is "NONE".
+module MULT18X18D_register #(parameter WIDTH = 1, parameter CLK = "NONE",
+                             parameter CE = "CE0", parameter RST = "RST0") (
+    input [3:0] clk, input [3:0] ce, input [3:0] rst,
+    input [WIDTH-1:0] d, output [WIDTH-1:0] q
+);
+    // "CLK2" -> 2: the last character of the name.
+    function integer select;
+        input [8*8-1:0] name;
+        begin
+            select = name[7:0] - "0";
+        end
+    endfunction
+
+    reg [WIDTH-1:0] r = 0;
+    generate
+        if (CLK != "NONE") begin : registered
+            always @(posedge clk[select(CLK)])
+                if (rst[select(RST)]) r <= 0;
+                else if (ce[select(CE)]) r <= d;
+            assign q = r;
+        end else begin : bypassed
+            assign q = d;
+        end
+    endgenerate
 endmodule

@@ -198,16 +198,23 @@ def _simulate(workdir, ports, first_bit, sources, defines=()):
     assert valid > CYCLES // 4, run.stdout[-500:]          # the outputs did move
 
 
+def _rtl_and_netlist(workdir, make, synth, swaps, platform=None):
+    """Write a unit from ``make()`` as RTL (``rtl.v``) and, elaborated for ``platform`` and
+    synthesized with ``synth``, as a netlist (``syn.v``). Return its ports, the bit offset of
+    its activations' ``first`` flag if ``swaps`` (else None) and Yosys's ``stat``."""
+    unit = make()
+    first_bit = unit.x.payload.shape()["first"].offset if swaps else None
+    (workdir / "rtl.v").write_text(emit_verilog(unit, "unit_rtl"))
+    (workdir / "unit.il").write_text(rtlil.convert(make(), name="unit_syn", emit_src=False,
+                                                   platform=platform))
+    return _ports(unit), first_bit, _synthesize(workdir, "read_rtlil unit.il", "unit_syn", synth)
+
+
 @pytest.mark.parametrize("name", list(UNITS))
 def test_ice40_netlist_matches_rtl(tmp_path, name):
     _require_iverilog()
     make, macs, swaps = UNITS[name]
-    unit = make()
-    ports = _ports(unit)
-    first_bit = unit.x.payload.shape()["first"].offset if swaps else None
-    (tmp_path / "rtl.v").write_text(emit_verilog(unit, "unit_rtl"))
-    (tmp_path / "unit.il").write_text(rtlil.convert(make(), name="unit_syn", emit_src=False))
-    stat = _synthesize(tmp_path, "read_rtlil unit.il", "unit_syn")
+    ports, first_bit, stat = _rtl_and_netlist(tmp_path, make, "synth_ice40 -dsp", swaps)
     # The products are in DSP blocks, or this test would not test the mapping.
     found = re.search(r"(\d+)\s+SB_MAC16", stat)
     assert found and int(found.group(1)) == macs, stat
@@ -231,13 +238,8 @@ def _ecp5_cells(workdir):
 def test_ecp5_netlist_matches_rtl(tmp_path, name):
     _require_iverilog()
     make, platform, registered = ECP5_UNITS[name]
-    unit = make()
-    ports = _ports(unit)
-    first_bit = unit.x.payload.shape()["first"].offset
-    (tmp_path / "rtl.v").write_text(emit_verilog(unit, "unit_rtl"))
-    (tmp_path / "unit.il").write_text(rtlil.convert(make(), name="unit_syn", emit_src=False,
-                                                    platform=platform()))
-    stat = _synthesize(tmp_path, "read_rtlil unit.il", "unit_syn", "synth_ecp5 -abc9")
+    ports, first_bit, stat = _rtl_and_netlist(tmp_path, make, "synth_ecp5 -abc9", True,
+                                              platform())
     found = re.search(r"(\d+)\s+MULT18X18D", stat)
     assert found and int(found.group(1)) == 6, stat        # every product in a DSP block
     netlist = (tmp_path / "syn.v").read_text()
