@@ -317,7 +317,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
         t0 = time.monotonic()
         _elaborate(board, top, out, registered)
         times["elaborate"] += time.monotonic() - t0
-        progress(f"elaborate: {len(registered)} array cells with DSP registers")
+        progress(f"elaborate: array cells with DSP registers: {len(registered)}")
         cells = _list_multipliers(synth, yosys, out, progress, times, "_registered")
         dsp, logic, blocks = choose_dsp_cells(cells, budget - len(registered),
                                               family["dsp_width"])
@@ -481,6 +481,14 @@ def _fraction(entry):
     return f"{used} / {available} ({100 * used / available:.0f} %)"
 
 
+def _multipliers_line(multipliers):
+    # (Reports from before the registered DSP blocks have no "dsp_with_registers".)
+    line = f"{multipliers['dsp']} in DSP blocks"
+    if multipliers.get("dsp_with_registers"):
+        line += f" ({multipliers['dsp_with_registers']} with their own registers)"
+    return line + f", {multipliers['logic']} in logic"
+
+
 def report_markdown(report):
     """The report as a Markdown table (``report.md``)."""
     rows = [
@@ -503,8 +511,7 @@ def report_markdown(report):
         ("peak throughput", f"{report['peak_gops']:.2f} GOPS at the built clock "
          f"(2 x {report['rows']} x {report['cols']} x f)"),
         ("UART", f"{report['baud']} baud, frames up to {report['max_payload']} bytes"),
-        ("multipliers", f"{report['multipliers']['dsp']} in DSP blocks, "
-         f"{report['multipliers']['logic']} in logic"),
+        ("multipliers", _multipliers_line(report["multipliers"])),
         ("build time", f"{report['build_seconds']:.0f} s (" + ", ".join(
             f"{step} {seconds:.0f} s" for step, seconds in report["step_seconds"].items()) +
          ")"),

@@ -202,6 +202,11 @@ def test_report_markdown_has_every_field():
                                          "place_and_route 1020 s, pack 6 s")
     assert rows["bitstream"] == "`puce.bit`"
     assert "amaranth 0.5.10" in rows["tools"]
+    # (A report from before the registered DSP blocks has no "dsp_with_registers".)
+    assert rows["multipliers"] == "129 in DSP blocks, 4 in logic"
+    rows = _table(report_markdown(_report(
+        multipliers={"dsp": 129, "logic": 4, "dsp_with_registers": 125})))
+    assert rows["multipliers"] == "129 in DSP blocks (125 with their own registers), 4 in logic"
 
 
 def test_report_markdown_ice40_spram_fail_and_unknown():
