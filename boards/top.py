@@ -53,7 +53,8 @@ class BoardTop(Elaboratable):
             self.clock = self.pll.f_out
             self.core = SerialAccelerator(geometry, clk_freq=self.clock, baud=self.baud,
                                           max_payload=max_payload, ppu_lanes=self.ppu_lanes,
-                                          counter_bits=board.counter_bits)
+                                          counter_bits=board.counter_bits,
+                                          acc_read_register=board.acc_read_register)
         except Exception:
             self._MustUse__silence = True
             if hasattr(self, "pll"):

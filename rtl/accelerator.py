@@ -43,6 +43,10 @@ class Accelerator(wiring.Component):
     counter_bits : int
         Width of the performance counters, 16 to 64 (default 64); they wrap modulo
         ``2**counter_bits`` and READ_COUNTERS still sends 8 bytes each.
+    acc_read_register : bool
+        The accumulator memory's ``read_register`` (:class:`rtl.accumulator.AccumulatorMemory`,
+        default True): a register between its block RAM and its adders, for timing, which costs
+        about ``96 * C`` flip-flops. Programs behave the same either way.
 
     Members
     -------
@@ -54,7 +58,8 @@ class Accelerator(wiring.Component):
         Nothing runs or waits and every response has been taken: nothing more comes out until
         more bytes go in (:attr:`rtl.controller.Controller.idle`).
     """
-    def __init__(self, geometry=Geometry(), *, ppu_lanes=None, counter_bits=COUNTER_BITS):
+    def __init__(self, geometry=Geometry(), *, ppu_lanes=None, counter_bits=COUNTER_BITS,
+                 acc_read_register=True):
         if not isinstance(geometry, Geometry):
             self._MustUse__silence = True
             raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
@@ -62,7 +67,11 @@ class Accelerator(wiring.Component):
             ppu_lanes = geometry.cols
         check_int(self, "PPU lane count", ppu_lanes, 1, geometry.cols)
         check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
+        if not isinstance(acc_read_register, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"acc_read_register must be a bool, not {acc_read_register!r}")
         self._counter_bits = counter_bits
+        self._acc_read_register = acc_read_register
         self._geometry = geometry
         self._ppu_lanes = ppu_lanes
         super().__init__({
@@ -80,6 +89,10 @@ class Accelerator(wiring.Component):
         """The PPU's lanes (C unless fewer were asked for)."""
         return self._ppu_lanes
 
+    @property
+    def acc_read_register(self):
+        return self._acc_read_register
+
     def elaborate(self, platform):
         m = Module()
         g = self._geometry
@@ -87,7 +100,8 @@ class Accelerator(wiring.Component):
         m.submodules.controller     = controller = Controller(g, counter_bits=self._counter_bits)
         m.submodules.unified_buffer = ub = UnifiedBuffer(g.rows, g.ub_depth, masked=True)
         m.submodules.weight_memory  = wm = WeightMemory(g.cols, g.wm_depth)
-        m.submodules.accumulator    = acc = AccumulatorMemory(g.cols, g.acc_depth)
+        m.submodules.accumulator    = acc = AccumulatorMemory(
+            g.cols, g.acc_depth, read_register=self._acc_read_register)
         m.submodules.mxu            = mxu = MatrixUnit(g.rows, g.cols)
         m.submodules.ppu            = ppu = PostProcessor(g.cols, self._ppu_lanes)
 

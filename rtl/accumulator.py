@@ -8,7 +8,11 @@ from amaranth.lib.wiring import In, Out
 from .params import check_int
 from .unified_buffer import MAX_DEPTH, MAX_WIDTH, ReadRequest, ReadResponse, connect_read_port
 
-__all__ = ["AccumulatorWrite", "AccumulatorMemory"]
+__all__ = ["AccumulatorWrite", "AccumulatorMemory", "WRITE_LATENCY"]
+
+#: The largest :attr:`AccumulatorMemory.write_latency`, for the units that must wait out the
+#: pipeline whichever it is.
+WRITE_LATENCY = 3
 
 
 class AccumulatorWrite(data.StructLayout):
@@ -41,19 +45,23 @@ class AccumulatorMemory(wiring.Component):
     unit. Entries start as zero.
 
     Writes are always accepted (``w.ready`` is constantly high), one per cycle, in any mix of
-    addresses. Each is a three-stage read-modify-write: read the old row (synchronous read
-    port) in the cycle the write is accepted, add in the next, write the sum in the third.
-    Back-to-back accumulates to the same entry are exact: a write one cycle behind another to
-    its entry takes that one's pending sum instead of the stale row (forwarding), and a write
-    two cycles behind reads the row as it is being written (transparent read port).
+    addresses. Each is a read-modify-write: read the old row (synchronous read port) in the
+    cycle the write is accepted, add in the next, write the sum in the one after. With
+    ``read_register``, the old row is first registered as it leaves the block RAM, a cycle
+    more: that keeps a slow block RAM output (ECP5: almost 6 ns from the clock) out of the
+    adders' cycle. Back-to-back accumulates to the same entry are exact: a write that follows
+    another to its entry too closely for the read to see it takes that one's sum instead of the
+    stale row (forwarding: from the sum being written and, with ``read_register``, the one
+    written a cycle ago), and a later one reads the row as it is being written (transparent
+    read port).
 
     Reads use a second read port of the same storage (synthesis duplicates the block RAM for
     it) and behave as in :class:`rtl.unified_buffer.RowMemory`: one-cycle latency, one per
     cycle, responses held until taken.
 
     Ordering: a read accepted in cycle t returns the row as updated by exactly the writes
-    accepted in cycles up to t - 2 (``write_latency`` = 2 cycles or more before the read); more
-    recent writes are still in the pipeline and are not seen.
+    accepted in cycles up to t - ``write_latency`` (2, or 3 with ``read_register``); more recent
+    writes are still in the pipeline and are not seen.
 
     Parameters
     ----------
@@ -61,6 +69,10 @@ class AccumulatorMemory(wiring.Component):
         C, sums per row (the MXU's column count), 1 to ``MAX_WIDTH``.
     depth : int
         Number of rows, 1 to ``MAX_DEPTH``.
+    read_register : bool
+        Register the old row between the block RAM and the adders (default True). It costs a
+        cycle of ``write_latency`` and about ``3 * 32 * cols`` flip-flops, which the smallest
+        FPGAs cannot spare.
 
     Members
     -------
@@ -71,11 +83,15 @@ class AccumulatorMemory(wiring.Component):
     r_data : Out(stream.Signature(ReadResponse(ArrayLayout(signed(32), cols))))
         Read responses, one per request, in order.
     """
-    def __init__(self, cols=8, depth=1024):
+    def __init__(self, cols=8, depth=1024, *, read_register=True):
         check_int(self, "Column count", cols, 1, MAX_WIDTH)
         check_int(self, "Depth", depth, 1, MAX_DEPTH)
+        if not isinstance(read_register, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"Read register must be a bool, not {read_register!r}")
         self._cols = cols
         self._depth = depth
+        self._read_register = read_register
         self._row = data.ArrayLayout(signed(32), cols)
         super().__init__({
             "w":      In(stream.Signature(AccumulatorWrite(cols, depth))),
@@ -92,6 +108,10 @@ class AccumulatorMemory(wiring.Component):
         return self._depth
 
     @property
+    def read_register(self):
+        return self._read_register
+
+    @property
     def row_layout(self):
         """The layout of one row, ``ArrayLayout(signed(32), cols)``."""
         return self._row
@@ -104,7 +124,7 @@ class AccumulatorMemory(wiring.Component):
     @property
     def write_latency(self):
         """A read accepted this many cycles or more after a write sees it."""
-        return 2
+        return 3 if self._read_register else 2
 
     def elaborate(self, platform):
         m = Module()
@@ -116,13 +136,15 @@ class AccumulatorMemory(wiring.Component):
         rmw_read = memory.read_port(transparent_for=(write,))
         out_read = memory.read_port(transparent_for=(write,))
 
-        # Pipeline registers, by stage: `b_` reads the old row and adds, `c_` writes the sum
-        # (stage `a` is the write being accepted on `w`). Only the valid bits need a reset.
+        # Pipeline registers, by stage: `b_` holds the write while its old row is read, `r_`
+        # (with the read register) the old row as read and the write, `s_` the sum being
+        # written, `t_` (with the read register) the sum written a cycle ago. Stage `a` is the
+        # write being accepted on `w`. Only the valid bits need a reset.
         b = Signal(AccumulatorWrite(cols, depth), name="b_write", reset_less=True)
         b_valid = Signal(name="b_valid")
-        c = Signal(data.StructLayout({"addr": range(depth), "row": self._row}), name="c_write",
+        s = Signal(data.StructLayout({"addr": range(depth), "row": self._row}), name="s_write",
                    reset_less=True)
-        c_valid = Signal(name="c_valid")
+        s_valid = Signal(name="s_valid")
 
         m.d.comb += [
             self.w.ready.eq(1),
@@ -134,30 +156,50 @@ class AccumulatorMemory(wiring.Component):
             b.eq(self.w.payload),
         ]
 
-        # The row `b` adds to. Its read, a cycle ago, saw every write up to the one done then;
-        # only the sum in `c`, written now, is missing: forward it. Whether to is decided a
-        # stage early, as the write is accepted (the one in `b` then is the one in `c` now), so
-        # the address compare is not in the path into the adders.
-        b_forward = Signal(name="b_forward")
-        m.d.sync += b_forward.eq(b_valid & (b.addr == self.w.payload.addr))
-        old = Signal(self._row, name="b_old")
-        with m.If(b_forward):
-            m.d.comb += old.eq(c.row)
-        with m.Else():
-            m.d.comb += old.eq(rmw_read.data)
+        # The stage that adds (`add`, its old row as read `read`) and the one before it, where
+        # the forwarding is decided, so that the address compares are not in the path into the
+        # adders.
+        if self._read_register:
+            r = Signal(AccumulatorWrite(cols, depth), name="r_write", reset_less=True)
+            r_valid = Signal(name="r_valid")
+            r_read = Signal(self._row, name="r_read", reset_less=True)
+            t_row = Signal(self._row, name="t_row", reset_less=True)
+            m.d.sync += [
+                r_valid.eq(b_valid),
+                r.eq(b),
+                r_read.eq(rmw_read.data),
+                t_row.eq(s.row),
+            ]
+            add, add_valid, read = r, r_valid, r_read
+            before = b
+        else:
+            add, add_valid, read = b, b_valid, rmw_read.data
+            before = self.w.payload
+
+        # The row `add` adds to. Its read saw every write up to the one done then; missing are
+        # the sum in `s` (written now) and, with the read register, the one in `t` (written a
+        # cycle ago): forward them, the more recent first.
+        forward_s = Signal(name="forward_s")
+        m.d.sync += forward_s.eq(add_valid & (add.addr == before.addr))
+        if self._read_register:
+            forward_t = Signal(name="forward_t")
+            m.d.sync += forward_t.eq(s_valid & (s.addr == before.addr))
+            read = Mux(forward_t, t_row, read)
+        old = Signal(self._row, name="old_row")
+        m.d.comb += old.eq(Mux(forward_s, s.row, read))
 
         # Assigning to a 32-bit element drops the carry: the wrap-around is two's complement.
         m.d.sync += [
-            c_valid.eq(b_valid),
-            c.addr.eq(b.addr),
+            s_valid.eq(add_valid),
+            s.addr.eq(add.addr),
         ]
         for j in range(cols):
-            m.d.sync += c.row[j].eq(Mux(b.accumulate, old[j], 0) + b.data[j])
+            m.d.sync += s.row[j].eq(Mux(add.accumulate, old[j], 0) + add.data[j])
 
         m.d.comb += [
-            write.en.eq(c_valid),
-            write.addr.eq(c.addr),
-            write.data.eq(c.row),
+            write.en.eq(s_valid),
+            write.addr.eq(s.addr),
+            write.data.eq(s.row),
         ]
 
         connect_read_port(m, out_read, self.r_addr, self.r_data)

@@ -23,6 +23,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
 from firmware.isa import SYNC_WORD, WORD, ErrorCode, Flag, Opcode
+from .accumulator import WRITE_LATENCY as ACC_WRITE_LATENCY
 from .accumulator import AccumulatorWrite
 from .counters import COUNTER_BITS, PerformanceCounters
 from .params import check_int
@@ -238,9 +239,10 @@ class MatmulUnit(wiring.Component):
     The *write-back* turns each result on ``o`` into an accumulator write. Results leave the MXU
     in order, so a queue of the accumulator ranges of the MATMULs in flight (``acc_writes``,
     ``MATMUL_QUEUE`` entries) gives the address and mode of each: its head entry advances on
-    every result marked ``last``. An entry is allocated by ``start`` and freed one cycle after
-    its last write was accepted, so that an accumulator read issued after the entry is gone
-    sees every write (the accumulator memory's ``write_latency`` is 2).
+    every result marked ``last``. An entry is allocated by ``start`` and freed
+    ``write_latency - 1`` cycles after its last write was accepted, so that an accumulator read
+    issued after the entry is gone sees every write (with the largest ``write_latency`` of the
+    accumulator memory, 3, so either of its pipelines is covered).
 
     Parameters
     ----------
@@ -372,8 +374,11 @@ class MatmulUnit(wiring.Component):
         # The head's next row, queue[head].range.lo + row, kept in a register: the sum would
         # otherwise run on into the accumulator's read address and its forwarding compare.
         wb_addr = Signal(range(g.acc_depth), name="mm_wb_addr")
-        freeing = Signal(name="mm_freeing")                 # the head retired last cycle
-        freed   = Signal(range(MATMUL_QUEUE), name="mm_freed")
+        # The entries retired 1 .. ACC_WRITE_LATENCY - 1 cycles ago, the oldest last: it is
+        # freed now, and a read that the freed entry let issue comes a cycle later at least.
+        freeing = [Signal(name=f"mm_freeing{k + 1}") for k in range(ACC_WRITE_LATENCY - 1)]
+        freed   = [Signal(range(MATMUL_QUEUE), name=f"mm_freed{k + 1}")
+                   for k in range(ACC_WRITE_LATENCY - 1)]
 
         m.d.comb += [
             self.full.eq(queue[tail].valid),
@@ -385,12 +390,14 @@ class MatmulUnit(wiring.Component):
             self.acc_w.payload.accumulate.eq(accumulate.bit_select(head, 1)),
             self.acc_w.payload.data.eq(self.o.payload.data),
         ]
-        m.d.sync += freeing.eq(0)
+        m.d.sync += freeing[0].eq(0)
+        for k in range(1, len(freeing)):
+            m.d.sync += [freeing[k].eq(freeing[k - 1]), freed[k].eq(freed[k - 1])]
         wb_last = self.acc_w.valid & self.acc_w.ready & self.o.payload.last
         head_next = Mux(wb_last, head + 1, head)[:len(head)]
         with m.If(self.acc_w.valid & self.acc_w.ready):
             with m.If(self.o.payload.last):
-                m.d.sync += [head.eq(head + 1), freeing.eq(1), freed.eq(head),
+                m.d.sync += [head.eq(head + 1), freeing[0].eq(1), freed[0].eq(head),
                              wb_addr.eq(queue[head_next].range.lo)]
             with m.Else():
                 m.d.sync += wb_addr.eq(wb_addr + 1)
@@ -404,7 +411,7 @@ class MatmulUnit(wiring.Component):
             with m.If(self.start & (tail == k)):
                 m.d.sync += [queue[k].valid.eq(1), accumulate[k].eq(cmd.accumulate),
                              queue[k].range.eq(cmd.acc)]
-            with m.Elif(freeing & (freed == k)):
+            with m.Elif(freeing[-1] & (freed[-1] == k)):
                 m.d.sync += queue[k].valid.eq(0)
         return m
 

@@ -114,12 +114,13 @@ def ppu_verilog(cols=8, lanes=None):
     return emit_verilog(PostProcessor(cols, lanes), TOPS["ppu"].module)
 
 
-def accelerator_verilog(geometry=None, ppu_lanes=None):
+def accelerator_verilog(geometry=None, ppu_lanes=None, acc_read_register=True):
     """Verilog for an :class:`rtl.accelerator.Accelerator` of any ``firmware.isa.Geometry``
-    (memory depths included) and ``ppu_lanes``, top module ``puce_accelerator``; the default
-    geometry if None."""
+    (memory depths included), ``ppu_lanes`` and ``acc_read_register``, top module
+    ``puce_accelerator``; the default geometry if None."""
     from firmware.isa import Geometry
     from .accelerator import Accelerator
     return emit_verilog(Accelerator(Geometry() if geometry is None else geometry,
-                                    ppu_lanes=ppu_lanes),
+                                    ppu_lanes=ppu_lanes,
+                                    acc_read_register=acc_read_register),
                         TOPS["accelerator"].module)

@@ -62,9 +62,10 @@ def counter_values(packet):
     return list(struct.unpack(f"<{len(Counter)}Q", packet.payload))
 
 
-def check_against_model(geometry, program, *, idle=0.0, stall=0.0, seed=0, ppu_lanes=None):
-    """Run ``program`` on the device (with ``ppu_lanes``) and the model; assert the same
-    packets; return both.
+def check_against_model(geometry, program, *, idle=0.0, stall=0.0, seed=0, ppu_lanes=None,
+                        dut=None):
+    """Run ``program`` on the device (with ``ppu_lanes``, or ``dut`` if given) and the model;
+    assert the same packets; return both.
 
     Returns ``(packets, model, cycles)``, the device's packets parsed.
     """
@@ -72,7 +73,8 @@ def check_against_model(geometry, program, *, idle=0.0, stall=0.0, seed=0, ppu_l
     expected = model.run(program)
     assert not model.incomplete
     output, cycles = run_accelerator(program, geometry, response_length=len(expected),
-                                     idle=idle, stall=stall, seed=seed, ppu_lanes=ppu_lanes)
+                                     idle=idle, stall=stall, seed=seed, ppu_lanes=ppu_lanes,
+                                     dut=dut)
     got = Response.parse(output)
     want = Response.parse(expected)
     assert len(got) == len(want), f"{len(got)} packets instead of {len(want)}"
@@ -150,6 +152,17 @@ def test_random_programs_with_errors(name, seed):
     packets, _, _ = check_against_model(g, program, idle=0.2 * seed, stall=0.3 * seed,
                                         seed=seed)
     assert any(packet.tag == Tag.STATUS and packet.code != ErrorCode.OK for packet in packets)
+
+
+@pytest.mark.parametrize("seed, name", [(0, "2x3"), (1, "4x4")])
+def test_random_programs_without_acc_read_register(name, seed):
+    # The iCEBreaker's accumulator: no register after its block RAM, so its writes are seen a
+    # cycle sooner (write_latency 2); the controller waits for either.
+    g = GEOMETRIES[name]
+    rng = np.random.default_rng([seed, g.rows, g.cols, 3])
+    program = random_program(rng, g, 40, errors=0.1)
+    check_against_model(g, program, idle=0.2 * seed, stall=0.3 * seed, seed=seed,
+                        dut=Accelerator(g, acc_read_register=False))
 
 
 @pytest.mark.parametrize("seed, name", [(0, "8x8"), (1, "8x8"), (2, "16x2")])
@@ -361,6 +374,15 @@ def test_ppu_lanes(lanes, built):
 def test_bad_ppu_lanes(lanes, error, message):
     with pytest.raises(error, match=message):
         Accelerator(Geometry(2, 3, 8, 4, 8), ppu_lanes=lanes)
+
+
+def test_acc_read_register():
+    for register in (True, False):
+        dut = Accelerator(Geometry(2, 3, 8, 4, 8), acc_read_register=register)
+        acc = Fragment.get(dut, None).find_subfragment("accumulator").origins[0]
+        assert acc.read_register == dut.acc_read_register == register
+    with pytest.raises(TypeError, match="acc_read_register must be a bool, not 'no'"):
+        Accelerator(Geometry(2, 3, 8, 4, 8), acc_read_register="no")
 
 
 def test_quiet_end_without_response_length():

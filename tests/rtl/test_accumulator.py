@@ -12,6 +12,11 @@ INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 #: Sums worth writing on purpose: both ends of int32 and their neighbours, and around zero.
 EDGE_SUMS = [INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX]
 
+#: Both read-modify-write pipelines: with the block RAM's output registered (ECP5, Gowin) and
+#: without (iCE40).
+READ_REGISTER = pytest.mark.parametrize("read_register", [True, False],
+                                        ids=["read_register", "no_read_register"])
+
 
 def write(addr, row, accumulate):
     """One accumulator write: (payload, model args)."""
@@ -36,35 +41,39 @@ def read_all(depth):
 
 
 @pytest.mark.parametrize("cols, depth", [(1, 1), (1, 4), (4, 1), (3, 2), (2, 7), (8, 16)])
-def test_random_traffic(cols, depth):
+@READ_REGISTER
+def test_random_traffic(cols, depth, read_register):
     rng = np.random.default_rng(cols * 100 + depth)
     writes = random_writes(rng, cols, depth, 60)
     reads = random_reads(rng, depth, 60, writes)
-    run = run_memory(AccumulatorMemory(cols, depth), AccumulatorModel(cols, depth), writes,
+    run = run_memory(AccumulatorMemory(cols, depth, read_register=read_register), AccumulatorModel(cols, depth), writes,
                      reads, idle=0.3, stall=0.3, seed=cols + depth)
     assert run.responses == run.expected
 
 
 @pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.0, 0.6), (0.5, 0.0), (0.2, 0.2)])
-def test_hazards_with_concurrent_reads(idle, stall):
+@READ_REGISTER
+def test_hazards_with_concurrent_reads(idle, stall, read_register):
     # Two entries, every gap between writes, reads of half-accumulated rows in between.
     cols, depth = 2, 2
     rng = np.random.default_rng(int(idle * 10 + stall * 100) + 1)
     writes = random_writes(rng, cols, depth, 80)
     reads = random_reads(rng, depth, 80, writes)
-    run = run_memory(AccumulatorMemory(cols, depth), AccumulatorModel(cols, depth), writes,
+    run = run_memory(AccumulatorMemory(cols, depth, read_register=read_register), AccumulatorModel(cols, depth), writes,
                      reads, idle=idle, stall=stall, seed=7)
     assert run.responses == run.expected
 
 
-@pytest.mark.parametrize("gap", [0, 1, 2, 3])
-def test_back_to_back_accumulates_to_one_entry(gap):
-    # Accumulates to the same entry `gap` idle cycles apart: with gap 0 the old row is still in
-    # the pipeline (forwarded), with gap 1 it is being written as it is read (transparent read
-    # port), with gap 2 and 3 it comes from the memory. One write per cycle must hold with gap 0.
+@pytest.mark.parametrize("gap", [0, 1, 2, 3, 4])
+@READ_REGISTER
+def test_back_to_back_accumulates_to_one_entry(gap, read_register):
+    # Accumulates to the same entry `gap` idle cycles apart: with gap 0 (and, with the read
+    # register, 1) the old row is still in the pipeline (forwarded), with the next gap it is
+    # being written as it is read (transparent read port), after that it comes from the memory.
+    # One write per cycle must hold with gap 0.
     cols, depth = 3, 4
     rng = np.random.default_rng(gap)
-    dut = AccumulatorMemory(cols, depth)
+    dut = AccumulatorMemory(cols, depth, read_register=read_register)
     writes = [write(2, rng.integers(-1000, 1000, cols), 0)]
     writes += [write(2, rng.integers(-1000, 1000, cols), 1) for _ in range(15)]
     # Writes to a neighbour in between must not be taken for the entry's own.
@@ -78,38 +87,41 @@ def test_back_to_back_accumulates_to_one_entry(gap):
     assert run.responses[2][0] == list(total)
 
 
-def test_full_rate_mixed_addresses():
+@READ_REGISTER
+def test_full_rate_mixed_addresses(read_register):
     # One write per cycle, every write accumulating, addresses cycling with every stride so
     # each forwarding distance occurs.
     cols, depth = 2, 4
     rng = np.random.default_rng(31)
     addresses = [0, 0, 0, 1, 0, 1, 0, 2, 1, 0, 3, 3, 2, 2, 3, 1, 1, 1, 0]
     writes = [write(a, rng.integers(-10**6, 10**6, cols), 1) for a in addresses]
-    run = run_memory(AccumulatorMemory(cols, depth), AccumulatorModel(cols, depth), writes,
+    run = run_memory(AccumulatorMemory(cols, depth, read_register=read_register), AccumulatorModel(cols, depth), writes,
                      read_all(depth), read_delay=len(writes) + 3)
     assert run.responses == run.expected
     assert np.all(np.diff(run.write_cycles) == 1)
 
 
 @pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.3, 0.3)])
-def test_wrap_around_at_edges(idle, stall):
+@READ_REGISTER
+def test_wrap_around_at_edges(idle, stall, read_register):
     cols, depth = 4, 3
     rng = np.random.default_rng(41)
     writes = random_writes(rng, cols, depth, 60, edges=True, accumulate=0.8)
     reads = random_reads(rng, depth, 60, writes)
-    run = run_memory(AccumulatorMemory(cols, depth), AccumulatorModel(cols, depth), writes,
+    run = run_memory(AccumulatorMemory(cols, depth, read_register=read_register), AccumulatorModel(cols, depth), writes,
                      reads, idle=idle, stall=stall, seed=5)
     assert run.responses == run.expected
 
 
-def test_wrap_rule():
+@READ_REGISTER
+def test_wrap_rule(read_register):
     # INT32_MAX + 1, INT32_MIN - 1, INT32_MIN + INT32_MIN and INT32_MAX + INT32_MAX, each
     # accumulated into a fresh row and read back.
     firsts = [INT32_MAX, INT32_MIN, INT32_MIN, INT32_MAX]
     seconds = [1, -1, INT32_MIN, INT32_MAX]
     cols, depth = len(firsts), 1
     writes = [write(0, firsts, 0), write(0, seconds, 1)]
-    run = run_memory(AccumulatorMemory(cols, depth), AccumulatorModel(cols, depth), writes,
+    run = run_memory(AccumulatorMemory(cols, depth, read_register=read_register), AccumulatorModel(cols, depth), writes,
                      [(0, True)], read_delay=5)
     assert run.responses == run.expected
     assert run.responses[0][0] == list(wrap_int32(np.add(firsts, seconds, dtype=np.int64)))
@@ -117,12 +129,14 @@ def test_wrap_rule():
     assert run.responses[0][0][0] == INT32_MIN and run.responses[0][0][1] == INT32_MAX
 
 
-def test_read_write_ordering():
-    # A read returns the writes accepted `write_latency` (2) or more cycles before it, not later
+@READ_REGISTER
+def test_read_write_ordering(read_register):
+    # A read returns the writes accepted `write_latency` (2, or 3 with the read register) or more
+    # cycles before it, not later
     # ones, which are still in the pipeline. Reads of an entry on every cycle around a write
     # show exactly when the change appears.
     cols, depth = 2, 2
-    dut = AccumulatorMemory(cols, depth)
+    dut = AccumulatorMemory(cols, depth, read_register=read_register)
     old, new = [5, -7], [INT32_MAX, 100]
     writes = [write(1, old, 0), write(1, new, 1)]
     reads = [(1, False)] * 6
@@ -139,13 +153,14 @@ def test_read_write_ordering():
     assert before in expected and after in expected
     assert [data for data, _ in run.responses] == expected
     assert run.responses == run.expected
-    assert dut.write_latency == 2
+    assert dut.write_latency == (3 if read_register else 2)
 
 
-def test_read_throughput_and_latency():
+@READ_REGISTER
+def test_read_throughput_and_latency(read_register):
     cols, depth = 3, 8
     rng = np.random.default_rng(43)
-    dut = AccumulatorMemory(cols, depth)
+    dut = AccumulatorMemory(cols, depth, read_register=read_register)
     writes = random_writes(rng, cols, depth, 40)
     reads = random_reads(rng, depth, 40, writes)
     run = run_memory(dut, AccumulatorModel(cols, depth), writes, reads)
@@ -174,11 +189,20 @@ def test_model():
 
 def test_interface():
     dut = AccumulatorMemory(cols=5, depth=9)
-    assert (dut.cols, dut.depth, dut.read_latency, dut.write_latency) == (5, 9, 1, 2)
+    assert (dut.cols, dut.depth, dut.read_latency, dut.write_latency) == (5, 9, 1, 3)
+    assert dut.read_register
     assert len(dut.w.payload.data) == 5 and len(dut.r_data.payload.data) == 5
     assert len(dut.w.payload.addr) == 4 and len(dut.w.payload.accumulate) == 1
     assert dut.r_data.payload.data[0].shape().signed
     Fragment.get(dut, None)
+    dut = AccumulatorMemory(cols=5, depth=9, read_register=False)
+    assert (dut.read_latency, dut.write_latency, dut.read_register) == (1, 2, False)
+    Fragment.get(dut, None)
+
+
+def test_bad_read_register():
+    with pytest.raises(TypeError, match="Read register must be a bool, not 1"):
+        AccumulatorMemory(4, 4, read_register=1)
 
 
 @pytest.mark.parametrize("cols, depth, error, message", [

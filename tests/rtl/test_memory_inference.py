@@ -35,8 +35,10 @@ def test_block_ram(memory, family, tmp_path):
     stored = row_bits * depth
     # Every stored bit is in block RAM: at least enough blocks to hold them all...
     assert brams >= math.ceil(stored / bram_bits), cells
-    # ...and the flip-flops are the pipeline's, a few per bit of a row, not one per stored bit.
-    assert flops <= 5 * row_bits + 16, cells
+    # ...and the flip-flops are the pipeline's, a few per bit of a row (the accumulator's
+    # read-modify-write has about 7: four stages, a forwarded sum, the transparent read ports'
+    # bypass), not one per stored bit.
+    assert flops <= 8 * row_bits + 16, cells
     assert flops < stored / 16, cells
     # Nor distributed (LUT) RAM.
     assert not any(cell.startswith("TRELLIS_DPR") for cell in cells), cells
