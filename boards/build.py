@@ -34,6 +34,7 @@ from pathlib import Path
 
 
 from firmware.link import MAX_PAYLOAD
+from rtl.ppu import PART_WIDTH
 from . import pll as pll_module
 from .dsp import ECP5Multiplier, multiplier_cells
 from .targets import Board, get_board
@@ -198,7 +199,7 @@ def choose_dsp_cells(cells, budget, width):
     """
     def rank(cell):
         name = cell[0]
-        if ".\\ppu." in name:
+        if _is_ppu(name):
             return 0
         if ".\\mxu." in name:
             return 1
@@ -215,16 +216,26 @@ def choose_dsp_cells(cells, budget, width):
     return dsp, logic, used
 
 
+def _is_ppu(name):
+    """Whether a flattened Yosys cell name lies inside the PPU."""
+    return ".\\ppu." in name
+
+
 def _natural(name):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _elaborate(board, top, out, registered=()):
+def _elaborate(board, top, out, registered=(), ppu=False):
     """Write the design and its constraints into ``out``; ``registered`` array cells, as
-    ``(row, col)``, get the family's DSP block with registers as their multiplier."""
+    ``(row, col)``, and with ``ppu`` the PPU's partial products, get the family's DSP block
+    with registers as their multiplier."""
     def get_multiplier(row, col):
         return ECP5Multiplier() if (row, col) in registered else None
-    platform = board.make_platform(get_multiplier=get_multiplier if registered else None)
+
+    def get_ppu_multiplier(lane, part):
+        return ECP5Multiplier(PART_WIDTH)
+    platform = board.make_platform(get_multiplier=get_multiplier if registered else None,
+                                   get_ppu_multiplier=get_ppu_multiplier if ppu else None)
     plan = platform.prepare(top, name=NAME, emit_src=False)
     for filename in plan.files:
         if filename.startswith(NAME + ".") and not filename.endswith((".sh", ".bat")):
@@ -316,18 +327,26 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     synth = f"{family['synth']} -top {NAME}"
     cells = _list_multipliers(synth, yosys, out, progress, times, "")
     dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])
-    registered = multiplier_cells(dsp) if family["registered_multipliers"] else set()
-    if registered:
-        # The array's chosen cells become DSP blocks with their own registers, so the design is
-        # elaborated again with them; what is left of the budget goes to the other products.
+    registered, ppu_registered = set(), 0
+    if family["registered_multipliers"]:
+        registered = multiplier_cells(dsp)
+        # The PPU's partial products (one block each) take registered blocks if all got one.
+        ppu = [name for name, *_ in cells if _is_ppu(name)]
+        if ppu and all(name in dsp for name in ppu):
+            ppu_registered = len(ppu)
+    if registered or ppu_registered:
+        # The chosen array cells and PPU products become DSP blocks with their own registers,
+        # so the design is elaborated again with them; what is left of the budget goes to the
+        # other products.
         t0 = time.monotonic()
-        _elaborate(board, top, out, registered)
+        _elaborate(board, top, out, registered, ppu=ppu_registered > 0)
         times["elaborate"] += time.monotonic() - t0
-        progress(f"elaborate: array cells with DSP registers: {len(registered)}")
+        progress(f"elaborate: DSP blocks with their own registers: {len(registered)} array "
+                 f"cells, {ppu_registered} PPU products")
         cells = _list_multipliers(synth, yosys, out, progress, times, "_registered")
-        dsp, logic, blocks = choose_dsp_cells(cells, budget - len(registered),
-                                              family["dsp_width"])
-        blocks += len(registered)
+        dsp, logic, blocks = choose_dsp_cells(
+            cells, budget - len(registered) - ppu_registered, family["dsp_width"])
+        blocks += len(registered) + ppu_registered
 
     # Pass 2: the DSP budget, then the rest of the synthesis.
     # (The first steps run again rather than reading puce_flat.il back: they also load the
@@ -379,8 +398,9 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     times["pack"] = _run(f"pack ({family['pack']})", command, out, "pack.log", progress)
 
     report = _report(board, top, out, family, bitstream, dsp_blocks=blocks,
-                     dsp_budget=budget, dsp_cells=len(dsp) + len(registered),
-                     registered_cells=len(registered), logic_multipliers=len(logic),
+                     dsp_budget=budget, dsp_cells=len(dsp) + len(registered) + ppu_registered,
+                     registered_cells=len(registered) + ppu_registered,
+                     logic_multipliers=len(logic),
                      seed=seed, times=times, wall=time.monotonic() - started)
     write_reports(report, out)
     progress(f"report: {out / 'report.md'}")

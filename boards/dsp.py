@@ -1,12 +1,13 @@
-"""Vendor DSP blocks as the systolic array's pipelined multipliers.
+"""Vendor DSP blocks as pipelined multipliers, for the systolic array and the PPU.
 
 Yosys puts a ``$mul`` into an ECP5 ``MULT18X18D`` but leaves the registers around it in logic
 (unlike ``ice40_dsp``, which folds them into the SB_MAC16). The placer then puts those
 registers beside the cell's other logic, often 50 columns from the DSP block, and the product's
-way there and back is the array's critical path. :class:`ECP5Multiplier` is the block with
-its own input and output registers switched on, as the PE's ``m_`` and ``p_`` stages
-(:class:`rtl.pe.MultiplierSignature`); the build flow hands it to the MXU through the
-platform's ``get_multiplier`` (:func:`multiplier_cells`).
+way there and back is the critical path. :class:`ECP5Multiplier` is the block with its own
+input and output registers switched on (:class:`rtl.pe.MultiplierSignature`): as the PE's
+``m_`` and ``p_`` stages, which the build flow hands to the MXU through the platform's
+``get_multiplier`` (:func:`multiplier_cells`), and as the PPU's ``b_`` and ``h_`` stages,
+through ``get_ppu_multiplier``.
 
 The primitive's behaviour in simulation comes from ``sim/models/mult18x18d.v``, written from
 Lattice's sysDSP usage guide (Yosys has only a black box for it).
@@ -17,7 +18,8 @@ import re
 from amaranth.hdl import ClockSignal, Const, Instance, Module
 from amaranth.lib import wiring
 
-from rtl.pe import MultiplierSignature, OPERAND
+from rtl.params import check_int
+from rtl.pe import MultiplierSignature
 
 __all__ = ["ECP5Multiplier", "multiplier_cells"]
 
@@ -28,24 +30,31 @@ _WIDTH = 18
 class ECP5Multiplier(wiring.Component):
     """``MULT18X18D`` with its A/B input registers and its output register on ``CLK0``/``CE0``.
 
-    Signed 9-bit operands are sign-extended to the block's 18 bits; the product is the low
-    18 bits of its 36 (every product of two 9-bit operands fits). No register is reset
-    (``RST0`` is tied low), as in the PE's own stages.
+    Signed ``width``-bit operands are sign-extended to the block's 18 bits; the product is the
+    low ``2 * width`` bits of its 36 (every product of two ``width``-bit operands fits). No
+    register is reset (``RST0`` is tied low), as in the PE's own stages.
+
+    Parameters
+    ----------
+    width : int
+        Operand width, 2 to 18 (default 9, the PE's; the PPU's is 17).
 
     Members
     -------
     a, b, en, p
-        As :class:`rtl.pe.MultiplierSignature`.
+        As :class:`rtl.pe.MultiplierSignature` of ``width``.
     """
-    def __init__(self):
-        super().__init__(MultiplierSignature())
+    def __init__(self, width=9):
+        check_int(self, "Operand width", width, 2, _WIDTH)
+        self._width = width
+        super().__init__(MultiplierSignature(width))
 
     def elaborate(self, platform):
         m = Module()
         ports = {}
         for name, operand in (("A", self.a), ("B", self.b)):
             for bit in range(_WIDTH):
-                ports[f"i_{name}{bit}"] = operand[min(bit, OPERAND.width - 1)]
+                ports[f"i_{name}{bit}"] = operand[min(bit, self._width - 1)]
         for bit in range(_WIDTH):
             ports[f"i_C{bit}"] = Const(0)
         for bit in range(len(self.p)):

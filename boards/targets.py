@@ -78,17 +78,23 @@ class Board:
     dsp_budget: int = None
     acc_read_register: bool = True
 
-    def make_platform(self, *, get_multiplier=None):
+    def make_platform(self, *, get_multiplier=None, get_ppu_multiplier=None):
         """A new instance of the amaranth-boards platform (with any optional resources).
 
         ``get_multiplier(row, col)``, if given, becomes the platform's method that
-        :class:`rtl.mxu.MatrixUnit` asks for each cell's multiplier.
+        :class:`rtl.mxu.MatrixUnit` asks for each cell's multiplier, and
+        ``get_ppu_multiplier(lane, part)`` the one that :class:`rtl.ppu.PostProcessor` asks
+        for each partial product.
         """
         module, _, name = self.platform.partition(":")
         cls = getattr(importlib.import_module(module), name)
+        methods = {}
         if get_multiplier is not None:
-            cls = type(cls.__name__, (cls,),
-                       {"get_multiplier": lambda _, row, col: get_multiplier(row, col)})
+            methods["get_multiplier"] = lambda _, row, col: get_multiplier(row, col)
+        if get_ppu_multiplier is not None:
+            methods["get_ppu_multiplier"] = lambda _, lane, part: get_ppu_multiplier(lane, part)
+        if methods:
+            cls = type(cls.__name__, (cls,), methods)
         platform = cls()
         if self.extra_resources:
             platform.add_resources(getattr(platform, self.extra_resources))

@@ -30,30 +30,38 @@ class Operand(data.StructLayout):
 
 
 class MultiplierSignature(wiring.Signature):
-    """A pipelined multiplier that a platform puts in place of the cell's own ``m_`` and ``p_``
+    """A pipelined multiplier that a platform puts in place of a unit's own operand and product
     registers and multiplication: typically a DSP block that registers its operands and its
-    product itself, which Yosys does not build from separate registers on every family.
+    product itself, which Yosys does not build from separate registers on every family. The
+    PE's (``width`` 9) replaces its ``m_`` and ``p_`` stages; the PPU's (``width`` 17) its
+    ``b_`` and ``h_`` stages.
 
     ``p`` is ``a * b`` two cycles after ``a`` and ``b`` (operand register, product register),
     both registers clocked by the ``sync`` domain while ``en`` is set, neither reset.
 
+    Parameters
+    ----------
+    width : int
+        Width of the signed operands (default 9, the PE's).
+
     Members
     -------
-    a : In(signed(9))
-        Activation.
-    b : In(signed(9))
-        Weight.
+    a : In(signed(width))
+        First operand (the PE's activation).
+    b : In(signed(width))
+        Second operand (the PE's weight).
     en : In(1)
         Clock enable of both registers.
-    p : Out(signed(18))
+    p : Out(signed(2 * width))
         The product from the product register.
     """
-    def __init__(self):
+    def __init__(self, width=OPERAND.width):
+        check_int(self, "Operand width", width, 2, 64)
         super().__init__({
-            "a":  In(OPERAND),
-            "b":  In(OPERAND),
+            "a":  In(signed(width)),
+            "b":  In(signed(width)),
             "en": In(1),
-            "p":  Out(PRODUCT),
+            "p":  Out(signed(2 * width)),
         })
 
     def __eq__(self, other):

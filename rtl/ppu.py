@@ -5,6 +5,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import check_int
+from .pe import MultiplierSignature
 
 __all__ = [
     "Activation", "AccumulatorRow", "QuantizedRow", "PostProcessorConfig", "PostProcessor",
@@ -15,6 +16,10 @@ INT32_MAX = 2**31 - 1
 
 #: The pipeline's register stages, by signal prefix; one cycle of latency each.
 STAGES = ("b", "h", "s", "d", "r", "q")
+#: The partial products of ``x * multiplier``, by halves (high/low of each): one DSP block each.
+PARTS = ("hh", "hl", "lh", "ll")
+#: Operand width of a platform's partial-product multiplier: 16 bits, sign- or zero-extended.
+PART_WIDTH = 17
 
 
 class Activation(enum.Enum, shape=2):
@@ -137,6 +142,14 @@ class PostProcessor(wiring.Component):
     ``o``. (The bias and multiplier are read as a row enters; the registered constants have
     caught up long before the row reaches ``r_``.)
 
+    A platform may supply the four partial products of each lane as DSP blocks with their own
+    registers: its ``get_ppu_multiplier(lane, part)``, with ``part`` one of ``PARTS``, returns
+    a component with :class:`rtl.pe.MultiplierSignature` of width 17 (the operands' 16 bits,
+    sign- or zero-extended), or None for the unit's own. The block's operand registers then
+    hold the ``b_`` stage's halves and its product register is the ``h_`` stage, so the
+    latency stays the same; the unit drives its ``en`` with its own advance. The platform
+    gives all of them or none.
+
     Parameters
     ----------
     cols : int
@@ -186,7 +199,28 @@ class PostProcessor(wiring.Component):
         """Cycles from accepting a row to presenting its output (without stalls)."""
         return len(STAGES)
 
+    def _platform_multipliers(self, platform):
+        """The platform's multipliers, ``[{part: component}]`` by lane, or None."""
+        get = getattr(platform, "get_ppu_multiplier", None)
+        if get is None:
+            return None
+        given = [{part: get(lane, part) for part in PARTS} for lane in range(self._lanes)]
+        found = [multiplier for lane in given for multiplier in lane.values()]
+        if all(multiplier is None for multiplier in found):
+            return None
+        for multiplier in found:
+            if not (isinstance(multiplier, wiring.Component) and
+                    multiplier.signature == MultiplierSignature(PART_WIDTH)):
+                for unused in found:
+                    if isinstance(unused, wiring.Component):
+                        unused._MustUse__silence = True
+                raise TypeError(f"get_ppu_multiplier must give every part a component with "
+                                f"MultiplierSignature({PART_WIDTH}) or none of them, "
+                                f"not {multiplier!r}")
+        return given
+
     def elaborate(self, platform):
+        multipliers = self._platform_multipliers(platform)
         m = Module()
         cols, lanes, passes = self._cols, self._lanes, self.interval
         cfg = self.cfg
@@ -303,20 +337,39 @@ class PostProcessor(wiring.Component):
 
         for j in range(lanes):
             # b_: the 33-bit sum is truncated to 32 bits, so the bias add wraps.
-            m.d.sync += b_x[j].eq(lane_acc[j] + lane_bias[j])
+            x_sum = (lane_acc[j] + lane_bias[j])[:32]
+            m.d.sync += b_x[j].eq(x_sum)
 
             # h_: the four partial products alone, one DSP multiply each, and the correction.
             # The only product whose doubled high half overflows is INT32_MIN * INT32_MIN; flag
             # it for saturation.
             x_hi, x_lo = b_x[j][16:].as_signed(), b_x[j][:16]
             m.d.sync += [
-                h_hh[j].eq(x_hi * mul_hi),
-                h_hl[j].eq(x_hi * mul_lo.as_signed()),
-                h_lh[j].eq(x_lo.as_signed() * mul_hi),
-                h_ll[j].eq(x_lo * mul_lo),
                 h_fix[j].eq(Mux(x_lo[15], mul_hi, 0) + Mux(mul_lo[15], x_hi, 0)),
                 h_sat[j].eq((b_x[j] == INT32_MIN) & (cfg.multiplier == INT32_MIN)),
             ]
+            products = {"hh": h_hh[j], "hl": h_hl[j], "lh": h_lh[j], "ll": h_ll[j]}
+            if multipliers is None:
+                m.d.sync += [
+                    h_hh[j].eq(x_hi * mul_hi),
+                    h_hl[j].eq(x_hi * mul_lo.as_signed()),
+                    h_lh[j].eq(x_lo.as_signed() * mul_hi),
+                    h_ll[j].eq(x_lo * mul_lo),
+                ]
+            else:
+                # The block's operand registers take the halves of the sum as b_x does, and
+                # its product register is h_.
+                sum_hi, sum_lo = x_sum[16:].as_signed(), x_sum[:16]
+                operands = {"hh": (sum_hi, mul_hi), "hl": (sum_hi, mul_lo.as_signed()),
+                            "lh": (sum_lo.as_signed(), mul_hi), "ll": (sum_lo, mul_lo)}
+                for part, (a, b) in operands.items():
+                    m.submodules[f"multiplier_{j}_{part}"] = multiplier = multipliers[j][part]
+                    m.d.comb += [
+                        multiplier.a.eq(a),
+                        multiplier.b.eq(b),
+                        multiplier.en.eq(advance),
+                        products[part].eq(multiplier.p),
+                    ]
 
             # s_: p = (hh + fix) * 2**32 + (hl + lh) * 2**16 + ll. The outer two do not overlap,
             # so they concatenate: a three-operand add over bits 16 to 63, instead of the adder

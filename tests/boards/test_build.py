@@ -404,22 +404,24 @@ def _check_dsp_budget(small_build):
     assert report["dsp_budget"] == budget
     dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])
     assert report["dsp_blocks_planned"] == blocks <= budget
-    registered = 1 if family["registered_multipliers"] else 0
+    ppu = [name for name in names if ".\\ppu." in name]
+    registered = 1 + len(ppu) if family["registered_multipliers"] else 0
     assert report["multipliers"] == {"dsp": len(dsp), "logic": len(logic),
                                      "dsp_with_registers": registered}
     if registered:
-        # The PE's product became a MULT18X18D with its operand and product registers: the
-        # design elaborated again leaves Yosys the PPU's products and none of the array's.
+        # The PE's product and the PPU's four partial products became MULT18X18Ds with their
+        # operand and product registers: the design elaborated again leaves Yosys none of them.
         again = [cell[0] for cell in
                  _parse_multipliers((out / "puce_multipliers_registered.txt").read_text())]
-        assert any(".\\ppu." in name for name in again), again
-        assert not any(".\\mxu." in name for name in again), again
+        assert len(ppu) == 4
+        assert not any(".\\ppu." in name or ".\\mxu." in name for name in again), again
         netlist = json.loads((out / "puce.json").read_text())
         dsps = [cell for module in netlist["modules"].values()
                 for cell in module["cells"].values() if cell["type"] == "MULT18X18D"]
         registers = [cell for cell in dsps if cell["parameters"].get("REG_OUTPUT_CLK") == "CLK0"
                      and cell["parameters"].get("REG_INPUTA_CLK") == "CLK0"]
-        assert len(registers) == 1 and len(dsps) == blocks, [c["parameters"] for c in dsps]
+        assert len(registers) == registered == len(dsps) == blocks, \
+            [c["parameters"] for c in dsps]
     if budget:
         # A 1 x 1 array's PPU and PE products all fit: all in DSP blocks, the rest in logic,
         # and the DSPs placed are no more than planned.

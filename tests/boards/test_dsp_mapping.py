@@ -34,7 +34,7 @@ from firmware.compiler import compile_matmul
 from firmware.isa import Geometry
 from firmware.nn import Dense, Requantization, compile_dense
 from rtl.mxu import MatrixUnit
-from rtl.ppu import PostProcessor
+from rtl.ppu import PART_WIDTH, PostProcessor
 from rtl.verilog import accelerator_verilog, emit_verilog
 from sim.golden.accelerator import AcceleratorModel
 from sim.icarus import run_program_icarus
@@ -86,16 +86,28 @@ MULT18X18D_MODEL = Path(__file__).resolve().parents[2] / "sim" / "models" / "mul
 
 
 class _RegisteredDSPs:
-    """A platform that gives every array cell a MULT18X18D with its own registers."""
+    """A platform that gives every array cell and every PPU partial product a MULT18X18D with
+    its own registers."""
     def get_multiplier(self, row, col):
         return ECP5Multiplier()
 
+    def get_ppu_multiplier(self, lane, part):
+        return ECP5Multiplier(PART_WIDTH)
 
-#: name: (make the unit, platform to elaborate it with, MULT18X18Ds with registers expected)
+
+#: name: (make the unit, platform to elaborate it with, MULT18X18Ds with registers expected,
+#: whether its `first` flag swaps weight tiles); every product is in a MULT18X18D. The PPU's
+#: cfg changes only between rows, as its contract asks: the blocks take the multiplier into
+#: their operand registers a cycle before the RTL's own products read it.
 ECP5_UNITS = {
-    "mxu-registered-dsp-always-taken": (lambda: _InPlace(MatrixUnit(2, 3)), _RegisteredDSPs, 6),
-    "mxu-registered-dsp-backpressure": (lambda: MatrixUnit(2, 3), _RegisteredDSPs, 6),
-    "mxu-yosys-dsp": (lambda: MatrixUnit(2, 3), lambda: None, 0),
+    "mxu-registered-dsp-always-taken": (lambda: _InPlace(MatrixUnit(2, 3)), _RegisteredDSPs, 6,
+                                        True),
+    "mxu-registered-dsp-backpressure": (lambda: MatrixUnit(2, 3), _RegisteredDSPs, 6, True),
+    "mxu-yosys-dsp": (lambda: MatrixUnit(2, 3), lambda: None, 0, True),
+    "ppu-registered-dsp-backpressure": (lambda: PostProcessor(cols=3, lanes=2),
+                                        _RegisteredDSPs, 8, False),
+    "ppu-registered-dsp-always-taken": (lambda: _InPlace(PostProcessor(cols=2, lanes=2)),
+                                        _RegisteredDSPs, 8, False),
 }
 
 
@@ -109,8 +121,14 @@ def _ports(unit):
     return ports
 
 
-def _bench(ports, seed, first_bit):
-    """A bench that drives both units with the same random inputs and compares their outputs."""
+#: With a static ``cfg`` (the PPU's contract), it changes once every this many cycles, and the
+#: last ``_DRAIN`` of them offer no input and take every output, so that no row is in flight.
+_PERIOD, _DRAIN = 64, 16
+
+
+def _bench(ports, seed, first_bit, static_cfg=False):
+    """A bench that drives both units with the same random inputs and compares their outputs.
+    With ``static_cfg``, ``cfg`` changes only while no row is in flight."""
     lines = ["`timescale 1ns/1ps", "module bench;", "    reg clk = 0, rst = 1;",
              f"    integer cycle, errors = 0, valid = 0, seed = {seed};"]
     for name, direction, width in ports:
@@ -134,7 +152,11 @@ def _bench(ports, seed, first_bit):
             lines.append(f"            {name} = ($random(seed) & 3) != 0;")
         else:
             words = ", ".join("$random(seed)" for _ in range(-(-width // 32)))
-            lines.append(f"            {name} = {{{words}}};")
+            guard = f"if (cycle % {_PERIOD} == 0) " if static_cfg and name == "cfg" else ""
+            lines.append(f"            {guard}{name} = {{{words}}};")
+    if static_cfg:
+        lines.append(f"            if (cycle % {_PERIOD} >= {_PERIOD - _DRAIN}) begin "
+                     f"i__valid = 0; o__ready = 1; end")
     if first_bit is not None:
         # The MXU's `first` flag swaps weight tiles: set it now and then, not half the time.
         lines.append(f"            x__payload[{first_bit}] = ($random(seed) & 15) == 0;")
@@ -181,10 +203,10 @@ def _synthesize(workdir, read, top, synth="synth_ice40 -dsp"):
     return (workdir / "stat.txt").read_text()
 
 
-def _simulate(workdir, ports, first_bit, sources, defines=()):
+def _simulate(workdir, ports, first_bit, sources, defines=(), static_cfg=False):
     """Run the bench on ``rtl.v`` and ``syn.v`` with ``sources``; fail unless every output
     agreed in every cycle and the outputs did move."""
-    (workdir / "bench.v").write_text(_bench(ports, 1, first_bit))
+    (workdir / "bench.v").write_text(_bench(ports, 1, first_bit, static_cfg))
     includes = sorted({f"-I{Path(source).parent}" for source in sources})
     compile_ = subprocess.run(["iverilog", "-g2012", "-o", "bench.vvp", *includes,
                                *(f"-D{define}" for define in defines), "bench.v", "rtl.v",
@@ -239,16 +261,16 @@ def _ecp5_cells(workdir):
 @pytest.mark.parametrize("name", list(ECP5_UNITS))
 def test_ecp5_netlist_matches_rtl(tmp_path, name):
     _require_iverilog()
-    make, platform, registered = ECP5_UNITS[name]
-    ports, first_bit, stat = _rtl_and_netlist(tmp_path, make, "synth_ecp5 -abc9", True,
+    make, platform, registered, swaps = ECP5_UNITS[name]
+    ports, first_bit, stat = _rtl_and_netlist(tmp_path, make, "synth_ecp5 -abc9", swaps,
                                               platform())
     found = re.search(r"(\d+)\s+MULT18X18D", stat)
-    assert found and int(found.group(1)) == 6, stat        # every product in a DSP block
+    assert found and int(found.group(1)) == max(registered, 6), stat    # every product
     netlist = (tmp_path / "syn.v").read_text()
     assert netlist.count('.REG_OUTPUT_CLK("CLK0")') == registered
     assert netlist.count('.REG_INPUTA_CLK("CLK0")') == registered
     _simulate(tmp_path, ports, first_bit, [_ecp5_cells(tmp_path), MULT18X18D_MODEL],
-              ["NO_INCLUDES"])
+              ["NO_INCLUDES"], static_cfg=name.startswith("ppu"))
 
 
 def test_ice40_accelerator_netlist_runs_programs(tmp_path):

@@ -2,12 +2,11 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import EnableInserter, Module, Signal
-from amaranth.lib import wiring
 
 from rtl.mxu import MAX_ROWS, MatrixUnit
-from rtl.pe import MultiplierSignature, OPERAND, PRODUCT, ProcessingElement
+from rtl.pe import ProcessingElement
 from sim.golden.mxu import MatrixUnitModel, matmul
+from sim.multiplier import PipelinedMultiplier
 from sim.stream import stream_get_n, stream_put_all
 from sim.testbench import simulate
 
@@ -107,29 +106,17 @@ def test_back_to_back_tiles_without_bubbles(rows, cols):
     assert np.all(np.diff(cycles) == 1), f"bubbles at {np.nonzero(np.diff(cycles) != 1)}"
 
 
-class _PipelinedMultiplier(wiring.Component):
-    """A platform's multiplier, with its own operand and product registers. (The MXU's
-    EnableInserter reaches these too, unlike a vendor primitive's, so the wiring of ``en`` is
-    checked on the ULX3S netlist instead: tests/boards/test_dsp_mapping.py.)"""
-    def __init__(self):
-        super().__init__(MultiplierSignature())
-
-    def elaborate(self, platform):
-        m = Module()
-        a, b, p = Signal(OPERAND), Signal(OPERAND), Signal(PRODUCT)
-        m.d.sync += [a.eq(self.a), b.eq(self.b), p.eq(a * b)]
-        m.d.comb += self.p.eq(p)
-        return EnableInserter(self.en)(m)
-
-
 class _MultiplierPlatform:
-    """Gives every other cell a :class:`_PipelinedMultiplier` and records which it asked for."""
+    """Gives every other cell a :class:`sim.multiplier.PipelinedMultiplier` and records which it
+    asked for. (The MXU's EnableInserter reaches these too, unlike a vendor primitive's, so the
+    wiring of ``en`` is checked on the ULX3S netlist instead: tests/boards/test_dsp_mapping.py.)
+    """
     def __init__(self):
         self.asked = []
 
     def get_multiplier(self, row, col):
         self.asked.append((row, col))
-        return _PipelinedMultiplier() if (row + col) % 2 == 0 else None
+        return PipelinedMultiplier() if (row + col) % 2 == 0 else None
 
 
 @pytest.mark.parametrize("rows, cols", [(2, 3), (4, 4)])

@@ -6,10 +6,11 @@ from amaranth.hdl import Fragment, Module, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from rtl.ppu import Activation, PostProcessor
+from rtl.ppu import PART_WIDTH, PARTS, Activation, PostProcessor
 from rtl.verilog import emit_verilog
 from sim.golden import ppu as golden
 from sim.golden.ppu import INT32_MAX, INT32_MIN, quantize_multiplier, requantize
+from sim.multiplier import PipelinedMultiplier
 from sim.stream import stream_get_n, stream_put_all
 from sim.synthesis import synthesize
 from sim.testbench import simulate
@@ -57,12 +58,13 @@ def accumulators_for(rng, config, rows, cols):
 
 
 def run_ppu(cols, batches, *, lanes=None, idle=0.0, stall=0.0, seed=0, cycles=None,
-            model_activation=None, monitors=()):
+            model_activation=None, monitors=(), platform=None):
     """Stream batches of ``(config, accumulator rows)`` through a PostProcessor of ``lanes``.
 
     The config changes only between batches, once every row of the previous one has left, in
     the cycle where the batch's first row is offered (unless ``idle`` delays that row).
-    ``monitors`` are functions of the unit, returning more background testbenches.
+    ``monitors`` are functions of the unit, returning more background testbenches. The unit is
+    elaborated for ``platform``.
     Returns the output rows and the expected ones as lists of ``(values, last)``.
     """
     dut = PostProcessor(cols, lanes)
@@ -112,7 +114,7 @@ def run_ppu(cols, batches, *, lanes=None, idle=0.0, stall=0.0, seed=0, cycles=No
     violations = []
     # A lost row would leave the consumer waiting: fail fast instead (1 us per cycle).
     simulate(dut, [producer, consumer], [monitor] + [make(dut) for make in monitors],
-             deadline=1e-6 * (50 * dut.interval * len(expected) + 1000))
+             deadline=1e-6 * (50 * dut.interval * len(expected) + 1000), platform=platform)
     assert not violations, violations[0]
     return results, expected
 
@@ -141,8 +143,23 @@ EDGE_ACCUMULATORS = [INT32_MIN, INT32_MIN + 1, -2**30, -2**30 - 1, -12345, -2, -
                      12345, 2**30, 2**30 + 1, INT32_MAX - 1, INT32_MAX]
 
 
+class _MultiplierPlatform:
+    """Gives every partial product a :class:`sim.multiplier.PipelinedMultiplier` (as the
+    ULX3S's build gives MULT18X18Ds with their registers) and records which it asked for."""
+    def __init__(self, make=lambda lane, part: PipelinedMultiplier(PART_WIDTH)):
+        self.make = make
+        self.asked = []
+
+    def get_ppu_multiplier(self, lane, part):
+        self.asked.append((lane, part))
+        return self.make(lane, part)
+
+
+@pytest.mark.parametrize("products", ["own", "platform"])
 @pytest.mark.parametrize("cols, lanes", EDGE_LANES)
-def test_edge_values(cols, lanes):
+def test_edge_values(cols, lanes, products):
+    # With the platform's multipliers, the operand registers and product registers are theirs,
+    # and the unit must feed them in the b_ stage's cycle and enable them with its own.
     rng = np.random.default_rng(100 + cols)
     batches = []
     multipliers = [INT32_MAX, 2**30, INT32_MIN, -1, 0, 2**30 + 1]
@@ -162,8 +179,13 @@ def test_edge_values(cols, lanes):
             acc = rng.choice(EDGE_ACCUMULATORS, size=(len(EDGE_ACCUMULATORS), cols))
             acc[:, 0] = EDGE_ACCUMULATORS                   # every edge on column 0
             batches.append((config, acc))
-    results, expected = run_ppu(cols, batches, lanes=lanes, idle=0.2, stall=0.2, seed=cols)
+    platform = _MultiplierPlatform() if products == "platform" else None
+    results, expected = run_ppu(cols, batches, lanes=lanes, idle=0.2, stall=0.2, seed=cols,
+                                platform=platform)
     assert results == expected
+    if platform is not None:
+        assert sorted(platform.asked) == sorted(
+            (lane, part) for lane in range(lanes or cols) for part in PARTS)
 
     # The edges were really reached.
     wrapped = any(np.any(np.abs(acc.astype(object) + np.array(config["bias"], object)) >= 2**31)
@@ -428,6 +450,19 @@ def test_backpressure_holds_output(cols, lanes):
 def test_lanes_equal_to_cols_is_the_parallel_unit():
     # lanes = C builds exactly the default unit.
     assert emit_verilog(PostProcessor(3, 3), "ppu") == emit_verilog(PostProcessor(3), "ppu")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda lane, part: None if part == "ll" else PipelinedMultiplier(PART_WIDTH), "not None"),
+    (lambda lane, part: PipelinedMultiplier(9), "not <sim.multiplier.PipelinedMultiplier"),
+    (lambda lane, part: 3, "not 3"),
+])
+def test_bad_platform_multipliers(make, message):
+    dut = PostProcessor(2, 1)
+    with pytest.raises(TypeError, match=r"get_ppu_multiplier must give every part a component "
+                                        r"with MultiplierSignature\(17\) or none of them, "
+                                        + message):
+        Fragment.get(dut, _MultiplierPlatform(make))
 
 
 @pytest.mark.parametrize("cols, lanes, error, message", [
