@@ -42,10 +42,10 @@ class Board:
         Default UART rate: what the board's USB-UART carries reliably.
     counter_bits : int
         Width of the performance counters (narrower on the smallest FPGA).
-    acc_read_register : bool
-        Whether the accumulator memory registers its block RAM's output
-        (:class:`rtl.accumulator.AccumulatorMemory`): faster, but the smallest FPGA has no
-        room for it.
+    timing_registers : bool
+        The accelerator's registers that only shorten paths
+        (:class:`rtl.accelerator.Accelerator`): faster, but the smallest FPGA has no room for
+        them.
     lights : dict
         :class:`rtl.lights.StatusLights` field -> ``("resource", number)`` of the
         LED that shows it.
@@ -76,7 +76,7 @@ class Board:
     flasher: tuple
     extra_resources: str = None
     dsp_budget: int = None
-    acc_read_register: bool = True
+    timing_registers: bool = True
 
     def make_platform(self, *, get_multiplier=None, get_ppu_multiplier=None):
         """A new instance of the amaranth-boards platform (with any optional resources).
@@ -116,7 +116,7 @@ BOARDS = {board.name: board for board in [
         lights={"alive": ("led", 1), "error": ("led", 0), "ok": ("led", 3), "busy": ("led", 2)},
         nextpnr=("--up5k", "--package", "sg48"),
         programmer=("iceprog", "-S"), flasher=("iceprog",),
-        extra_resources="break_off_pmod", acc_read_register=False,
+        extra_resources="break_off_pmod", timing_registers=False,
     ),
     Board(
         name="ulx3s-85f", title="Radiona ULX3S (85F)", family="ecp5",

@@ -54,7 +54,7 @@ class BoardTop(Elaboratable):
             self.core = SerialAccelerator(geometry, clk_freq=self.clock, baud=self.baud,
                                           max_payload=max_payload, ppu_lanes=self.ppu_lanes,
                                           counter_bits=board.counter_bits,
-                                          acc_read_register=board.acc_read_register)
+                                          timing_registers=board.timing_registers)
         except Exception:
             self._MustUse__silence = True
             if hasattr(self, "pll"):

@@ -37,7 +37,7 @@ _VERDICT = 2            # registered hazards, then the registered verdict: a wor
 _UNIT = 1               # a unit's busy flag reaches the verdict through the hazard stage
 _READ = 2               # memory read request -> response registered
 _ACC_WRITE = 3          # MXU result -> visible in the accumulator memory
-_PPU = 6                # PPU pipeline
+_PPU = 7                # PPU pipeline
 _HEADER = WORD          # bytes of a response packet header
 
 

@@ -43,10 +43,12 @@ class Accelerator(wiring.Component):
     counter_bits : int
         Width of the performance counters, 16 to 64 (default 64); they wrap modulo
         ``2**counter_bits`` and READ_COUNTERS still sends 8 bytes each.
-    acc_read_register : bool
-        The accumulator memory's ``read_register`` (:class:`rtl.accumulator.AccumulatorMemory`,
-        default True): a register between its block RAM and its adders, for timing, which costs
-        about ``96 * C`` flip-flops. Programs behave the same either way.
+    timing_registers : bool
+        Registers that only shorten paths, for the clock rate (default True): the accumulator
+        memory's ``read_register`` (:class:`rtl.accumulator.AccumulatorMemory`, about ``96 * C``
+        flip-flops) and the PPU's ``operand_stage`` (:class:`rtl.ppu.PostProcessor`, a cycle
+        more of latency). The smallest FPGA has no room for them. Programs compute the same
+        either way.
 
     Members
     -------
@@ -59,7 +61,7 @@ class Accelerator(wiring.Component):
         more bytes go in (:attr:`rtl.controller.Controller.idle`).
     """
     def __init__(self, geometry=Geometry(), *, ppu_lanes=None, counter_bits=COUNTER_BITS,
-                 acc_read_register=True):
+                 timing_registers=True):
         if not isinstance(geometry, Geometry):
             self._MustUse__silence = True
             raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
@@ -67,11 +69,11 @@ class Accelerator(wiring.Component):
             ppu_lanes = geometry.cols
         check_int(self, "PPU lane count", ppu_lanes, 1, geometry.cols)
         check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
-        if not isinstance(acc_read_register, bool):
+        if not isinstance(timing_registers, bool):
             self._MustUse__silence = True
-            raise TypeError(f"acc_read_register must be a bool, not {acc_read_register!r}")
+            raise TypeError(f"timing_registers must be a bool, not {timing_registers!r}")
         self._counter_bits = counter_bits
-        self._acc_read_register = acc_read_register
+        self._timing_registers = timing_registers
         self._geometry = geometry
         self._ppu_lanes = ppu_lanes
         super().__init__({
@@ -90,8 +92,8 @@ class Accelerator(wiring.Component):
         return self._ppu_lanes
 
     @property
-    def acc_read_register(self):
-        return self._acc_read_register
+    def timing_registers(self):
+        return self._timing_registers
 
     def elaborate(self, platform):
         m = Module()
@@ -101,9 +103,10 @@ class Accelerator(wiring.Component):
         m.submodules.unified_buffer = ub = UnifiedBuffer(g.rows, g.ub_depth, masked=True)
         m.submodules.weight_memory  = wm = WeightMemory(g.cols, g.wm_depth)
         m.submodules.accumulator    = acc = AccumulatorMemory(
-            g.cols, g.acc_depth, read_register=self._acc_read_register)
+            g.cols, g.acc_depth, read_register=self._timing_registers)
         m.submodules.mxu            = mxu = MatrixUnit(g.rows, g.cols)
-        m.submodules.ppu            = ppu = PostProcessor(g.cols, self._ppu_lanes)
+        m.submodules.ppu            = ppu = PostProcessor(
+            g.cols, self._ppu_lanes, operand_stage=self._timing_registers)
 
         connect(m, flipped(self.i), controller.i)
         m.d.comb += self.idle.eq(controller.idle)

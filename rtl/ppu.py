@@ -15,7 +15,7 @@ INT32_MIN = -2**31
 INT32_MAX = 2**31 - 1
 
 #: The pipeline's register stages, by signal prefix; one cycle of latency each.
-STAGES = ("b", "h", "s", "d", "r", "q")
+STAGES = ("b", "m", "h", "s", "d", "r", "q")
 #: The partial products of ``x * multiplier``, by halves (high/low of each): one DSP block each.
 PARTS = ("hh", "hl", "lh", "ll")
 #: Operand width of a platform's partial-product multiplier: 16 bits, sign- or zero-extended.
@@ -104,11 +104,13 @@ class PostProcessor(wiring.Component):
     upper bound wins and every output is ``clamp_max`` (as TFLite's ``min(max(q, lo), hi)``).
     :mod:`sim.golden.ppu` is the bit-exact model.
 
-    Six register stages, named by prefix, split the 32 x 32 multiply in two cycles so that
-    neither holds more than one DSP multiply or one adder: ``b_`` the biased value ``x``;
-    ``h_`` the four partial products of ``x * multiplier`` (16 x 16 bits of one signedness,
-    each one 18 x 18 DSP block on ECP5 and one SB_MAC16 on iCE40) and a small correction for
-    the halves taken as signed; ``s_`` their sum, the 64-bit product; ``d_`` the
+    Seven register stages (six without ``operand_stage``), named by prefix, split the 32 x 32
+    multiply in two cycles so that neither holds more than one DSP multiply or one adder:
+    ``b_`` the biased value ``x``;
+    ``m_`` the operands of the four partial products of ``x * multiplier`` (16 x 16 bits of
+    one signedness, each one 18 x 18 DSP block on ECP5 and one SB_MAC16 on iCE40, whose input
+    registers these are), and a small correction for the halves taken as signed; ``h_`` the
+    partial products; ``s_`` their sum, the 64-bit product; ``d_`` the
     doubled high half ``y``; ``r_`` ``y`` shifted right, its rounding bit (a bit test, no
     carry chain) and whether the shifted value lies in -256 .. 255; ``q_`` the clamped output,
     where both bound checks compare the shifted value alone (on 9 bits) with the bounds less
@@ -119,7 +121,7 @@ class PostProcessor(wiring.Component):
     The constants that ``r_`` and ``q_`` derive from ``cfg`` (the bounds, the bounds less the
     zero point, whether ``lo > hi``, the rounding masks) are registered, ``c_`` signals, so
     that none of that logic lies in series with the pipeline: they follow ``cfg`` one
-    (advancing) cycle late, and are used at least four advancing cycles after a row is taken.
+    (advancing) cycle late, and are used at least five advancing cycles after a row is taken.
 
     With ``lanes`` L = C (the default) every column has its own copy of that arithmetic and the
     unit accepts one row per cycle. With L < C there are L copies (lanes), time-shared: a row
@@ -134,8 +136,8 @@ class PostProcessor(wiring.Component):
     number (``group``) with its flags; at the output the first P - 1 passes are collected in
     ``o_collect`` and the row is presented, whole, when its last pass leaves ``q_``. Lanes left
     over in the last pass (when L does not divide C) compute on zeros, and their results are
-    dropped. ``latency`` counts from the accepting cycle, so it is 6 whatever L; a row offered
-    to an idle unit comes out ``interval - 1 + latency`` cycles after ``i.valid`` rises.
+    dropped. ``latency`` counts from the accepting cycle, so it is 7 (6) whatever L; a row
+    offered to an idle unit comes out ``interval - 1 + latency`` cycles after ``i.valid`` rises.
 
     ``cfg`` must stay stable from the cycle in which the first row of a layer is offered on
     ``i`` (it may change in that very cycle) until the last row of the layer has left on
@@ -145,10 +147,9 @@ class PostProcessor(wiring.Component):
     A platform may supply the four partial products of each lane as DSP blocks with their own
     registers: its ``get_ppu_multiplier(lane, part)``, with ``part`` one of ``PARTS``, returns
     a component with :class:`rtl.pe.MultiplierSignature` of width 17 (the operands' 16 bits,
-    sign- or zero-extended), or None for the unit's own. The block's operand registers then
-    hold the ``b_`` stage's halves and its product register is the ``h_`` stage, so the
-    latency stays the same; the unit drives its ``en`` with its own advance. The platform
-    gives all of them or none.
+    sign- or zero-extended), or None for the unit's own. The block's operand registers are then
+    the ``m_`` stage and its product register the ``h_`` stage; the unit drives its ``en`` with
+    its own advance. The platform gives all of them or none.
 
     Parameters
     ----------
@@ -156,6 +157,11 @@ class PostProcessor(wiring.Component):
         C, the length of a row, 1 or more.
     lanes : int or None
         L, copies of the arithmetic (one 32 x 32 multiplier each), 1 to C; None means C.
+    operand_stage : bool
+        Register the partial products' operands in an ``m_`` stage of their own (default
+        True). Without it ``h_`` multiplies ``b_x``'s halves directly, the latency is 6, and
+        the platform is not asked for multipliers: that saves the flip-flops that Yosys does
+        not fold into iCE40 DSP blocks, which the smallest FPGA has no room for.
 
     Members
     -------
@@ -167,13 +173,17 @@ class PostProcessor(wiring.Component):
     cfg : In(PostProcessorConfig(cols))
         Requantization parameters; static while rows are in flight.
     """
-    def __init__(self, cols=8, lanes=None):
+    def __init__(self, cols=8, lanes=None, *, operand_stage=True):
         check_int(self, "Column count", cols, 1, 1 << 16)
         if lanes is None:
             lanes = cols
         check_int(self, "Lane count", lanes, 1, cols)
+        if not isinstance(operand_stage, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"Operand stage must be a bool, not {operand_stage!r}")
         self._cols = cols
         self._lanes = lanes
+        self._operand_stage = operand_stage
         super().__init__({
             "i":      In(stream.Signature(AccumulatorRow(cols))),
             "o":      Out(stream.Signature(QuantizedRow(cols))),
@@ -197,12 +207,22 @@ class PostProcessor(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting a row to presenting its output (without stalls)."""
-        return len(STAGES)
+        return len(self.stages)
+
+    @property
+    def operand_stage(self):
+        return self._operand_stage
+
+    @property
+    def stages(self):
+        """The register stages, by signal prefix (``STAGES``, less ``m`` without the operand
+        stage)."""
+        return STAGES if self._operand_stage else tuple(s for s in STAGES if s != "m")
 
     def _platform_multipliers(self, platform):
         """The platform's multipliers, ``[{part: component}]`` by lane, or None."""
         get = getattr(platform, "get_ppu_multiplier", None)
-        if get is None:
+        if get is None or not self._operand_stage:
             return None
         given = [{part: get(lane, part) for part in PARTS} for lane in range(self._lanes)]
         found = [multiplier for lane in given for multiplier in lane.values()]
@@ -239,7 +259,7 @@ class PostProcessor(wiring.Component):
 
         # Per-layer constants, derived from the static config and registered (`c_` signals), so
         # that none of this logic lies in series with the row pipeline. They are used from the
-        # `r_` stage on, at least four advancing cycles after a row is accepted, and they load
+        # `r_` stage on, at least five advancing cycles after a row is accepted, and they load
         # in every advancing cycle (the accepting one included), so they always match the cfg
         # that the row's `b_` and `h_` stages saw.
         lo, hi = Signal(signed(8)), Signal(signed(8))
@@ -317,6 +337,8 @@ class PostProcessor(wiring.Component):
         h_hl    = Signal(data.ArrayLayout(signed(32), lanes))
         h_lh    = Signal(data.ArrayLayout(signed(32), lanes))
         h_ll    = Signal(data.ArrayLayout(unsigned(32), lanes))
+        m_fix   = Signal(data.ArrayLayout(signed(17), lanes))         # with the operand stage
+        m_sat   = Signal(data.ArrayLayout(unsigned(1), lanes))
         h_fix   = Signal(data.ArrayLayout(signed(17), lanes))
         h_sat   = Signal(data.ArrayLayout(unsigned(1), lanes))
         s_prod  = Signal(data.ArrayLayout(signed(64), lanes))
@@ -337,32 +359,32 @@ class PostProcessor(wiring.Component):
 
         for j in range(lanes):
             # b_: the 33-bit sum is truncated to 32 bits, so the bias add wraps.
-            x_sum = (lane_acc[j] + lane_bias[j])[:32]
-            m.d.sync += b_x[j].eq(x_sum)
+            m.d.sync += b_x[j].eq(lane_acc[j] + lane_bias[j])
 
-            # h_: the four partial products alone, one DSP multiply each, and the correction.
-            # The only product whose doubled high half overflows is INT32_MIN * INT32_MIN; flag
-            # it for saturation.
+            # m_ (with the operand stage): each partial product's own operands (a DSP block's
+            # input registers), and the correction. The only product whose doubled high half
+            # overflows is INT32_MIN * INT32_MIN; flag it for saturation.
             x_hi, x_lo = b_x[j][16:].as_signed(), b_x[j][:16]
-            m.d.sync += [
-                h_fix[j].eq(Mux(x_lo[15], mul_hi, 0) + Mux(mul_lo[15], x_hi, 0)),
-                h_sat[j].eq((b_x[j] == INT32_MIN) & (cfg.multiplier == INT32_MIN)),
-            ]
+            operands = {"hh": (x_hi, mul_hi), "hl": (x_hi, mul_lo.as_signed()),
+                        "lh": (x_lo.as_signed(), mul_hi), "ll": (x_lo, mul_lo)}
+            fix = Mux(x_lo[15], mul_hi, 0) + Mux(mul_lo[15], x_hi, 0)
+            sat = (b_x[j] == INT32_MIN) & (cfg.multiplier == INT32_MIN)
+            if self._operand_stage:
+                m.d.sync += [m_fix[j].eq(fix), m_sat[j].eq(sat)]
+                fix, sat = m_fix[j], m_sat[j]
+
+            # h_: the four partial products alone, one DSP multiply each.
+            m.d.sync += [h_fix[j].eq(fix), h_sat[j].eq(sat)]
             products = {"hh": h_hh[j], "hl": h_hl[j], "lh": h_lh[j], "ll": h_ll[j]}
-            if multipliers is None:
-                m.d.sync += [
-                    h_hh[j].eq(x_hi * mul_hi),
-                    h_hl[j].eq(x_hi * mul_lo.as_signed()),
-                    h_lh[j].eq(x_lo.as_signed() * mul_hi),
-                    h_ll[j].eq(x_lo * mul_lo),
-                ]
-            else:
-                # The block's operand registers take the halves of the sum as b_x does, and
-                # its product register is h_.
-                sum_hi, sum_lo = x_sum[16:].as_signed(), x_sum[:16]
-                operands = {"hh": (sum_hi, mul_hi), "hl": (sum_hi, mul_lo.as_signed()),
-                            "lh": (sum_lo.as_signed(), mul_hi), "ll": (sum_lo, mul_lo)}
-                for part, (a, b) in operands.items():
+            for part, (a, b) in operands.items():
+                if multipliers is None:
+                    if self._operand_stage:
+                        m_a = Signal.like(a, name=f"m_{part}_a_{j}", reset_less=True)
+                        m_b = Signal.like(b, name=f"m_{part}_b_{j}", reset_less=True)
+                        m.d.sync += [m_a.eq(a), m_b.eq(b)]
+                        a, b = m_a, m_b
+                    m.d.sync += products[part].eq(a * b)
+                else:
                     m.submodules[f"multiplier_{j}_{part}"] = multiplier = multipliers[j][part]
                     m.d.comb += [
                         multiplier.a.eq(a),
@@ -431,7 +453,7 @@ class PostProcessor(wiring.Component):
                 flags.last.eq(self.i.payload.last),
                 flags.group.eq(i_pass),
             ]
-        for stage in STAGES:
+        for stage in self.stages:
             delayed = Signal.like(flags, name=f"{stage}_flags")
             m.d.sync += delayed.eq(flags)
             flags = delayed

@@ -41,7 +41,7 @@ class SerialAccelerator(wiring.Component):
         the same value.
     ppu_lanes : int or None
     counter_bits : int
-    acc_read_register : bool
+    timing_registers : bool
         Passed to :class:`~rtl.accelerator.Accelerator`.
 
     Members
@@ -55,7 +55,7 @@ class SerialAccelerator(wiring.Component):
     """
     def __init__(self, geometry=Geometry(), *, clk_freq, baud=3_000_000,
                  max_payload=MAX_PAYLOAD, ppu_lanes=None, counter_bits=64,
-                 acc_read_register=True):
+                 timing_registers=True):
         if not isinstance(geometry, Geometry):
             self._MustUse__silence = True
             raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
@@ -78,7 +78,7 @@ class SerialAccelerator(wiring.Component):
             self._lights = Lights(clk_freq=clk_freq)
             self._accelerator = Accelerator(geometry, ppu_lanes=ppu_lanes,
                                             counter_bits=counter_bits,
-                                            acc_read_register=acc_read_register)
+                                            timing_registers=timing_registers)
         except Exception:
             self._MustUse__silence = True
             for part in ("_uart_rx", "_uart_tx", "_bridge", "_lights"):
@@ -112,8 +112,8 @@ class SerialAccelerator(wiring.Component):
         return self._ppu_lanes
 
     @property
-    def acc_read_register(self):
-        return self._accelerator.acc_read_register
+    def timing_registers(self):
+        return self._accelerator.timing_registers
 
     def elaborate(self, platform):
         m = Module()

@@ -114,13 +114,13 @@ def ppu_verilog(cols=8, lanes=None):
     return emit_verilog(PostProcessor(cols, lanes), TOPS["ppu"].module)
 
 
-def accelerator_verilog(geometry=None, ppu_lanes=None, acc_read_register=True):
+def accelerator_verilog(geometry=None, ppu_lanes=None, timing_registers=True):
     """Verilog for an :class:`rtl.accelerator.Accelerator` of any ``firmware.isa.Geometry``
-    (memory depths included), ``ppu_lanes`` and ``acc_read_register``, top module
+    (memory depths included), ``ppu_lanes`` and ``timing_registers``, top module
     ``puce_accelerator``; the default geometry if None."""
     from firmware.isa import Geometry
     from .accelerator import Accelerator
     return emit_verilog(Accelerator(Geometry() if geometry is None else geometry,
                                     ppu_lanes=ppu_lanes,
-                                    acc_read_register=acc_read_register),
+                                    timing_registers=timing_registers),
                         TOPS["accelerator"].module)

@@ -265,8 +265,8 @@ def test_board_top_defaults():
         _silence(top)
         assert top.geometry == board.geometry and top.clock == board.clock
         assert top.baud == board.baud and top.ppu_lanes == board.ppu_lanes
-        assert top.core.acc_read_register == board.acc_read_register
-    assert not BOARDS["icebreaker"].acc_read_register      # no room for it on the UP5K
+        assert top.core.timing_registers == board.timing_registers
+    assert not BOARDS["icebreaker"].timing_registers      # no room for it on the UP5K
     top = BoardTop(BOARDS["icebreaker"], Geometry(rows=1, cols=1), clock=12e6)
     _silence(top)
     assert top.pll.bypassed and top.clock == 12e6

@@ -280,7 +280,7 @@ def test_ice40_accelerator_netlist_runs_programs(tmp_path):
     _require_iverilog()
     g = Geometry(rows=2, cols=2, ub_depth=64, wm_depth=32, acc_depth=32)
     (tmp_path / "acc.v").write_text(accelerator_verilog(g, ppu_lanes=1,
-                                                        acc_read_register=False))
+                                                        timing_registers=False))
     stat = _synthesize(tmp_path, "read_verilog acc.v", "puce_accelerator")
     assert re.search(r"\b8\s+SB_MAC16", stat) and re.search(r"SB_RAM40_4K", stat), stat
     netlist = ("`define NO_ICE40_DEFAULT_ASSIGNMENTS\n" + (tmp_path / "syn.v").read_text() +

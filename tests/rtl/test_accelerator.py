@@ -155,14 +155,15 @@ def test_random_programs_with_errors(name, seed):
 
 
 @pytest.mark.parametrize("seed, name", [(0, "2x3"), (1, "4x4")])
-def test_random_programs_without_acc_read_register(name, seed):
-    # The iCEBreaker's accumulator: no register after its block RAM, so its writes are seen a
-    # cycle sooner (write_latency 2); the controller waits for either.
+def test_random_programs_without_timing_registers(name, seed):
+    # The iCEBreaker's configuration: no register after the accumulator's block RAM, so its
+    # writes are seen a cycle sooner (write_latency 2), and no PPU operand stage (latency 6);
+    # the controller waits for either.
     g = GEOMETRIES[name]
     rng = np.random.default_rng([seed, g.rows, g.cols, 3])
     program = random_program(rng, g, 40, errors=0.1)
     check_against_model(g, program, idle=0.2 * seed, stall=0.3 * seed, seed=seed,
-                        dut=Accelerator(g, acc_read_register=False))
+                        dut=Accelerator(g, timing_registers=False))
 
 
 @pytest.mark.parametrize("seed, name", [(0, "8x8"), (1, "8x8"), (2, "16x2")])
@@ -376,13 +377,16 @@ def test_bad_ppu_lanes(lanes, error, message):
         Accelerator(Geometry(2, 3, 8, 4, 8), ppu_lanes=lanes)
 
 
-def test_acc_read_register():
+def test_timing_registers():
     for register in (True, False):
-        dut = Accelerator(Geometry(2, 3, 8, 4, 8), acc_read_register=register)
-        acc = Fragment.get(dut, None).find_subfragment("accumulator").origins[0]
-        assert acc.read_register == dut.acc_read_register == register
-    with pytest.raises(TypeError, match="acc_read_register must be a bool, not 'no'"):
-        Accelerator(Geometry(2, 3, 8, 4, 8), acc_read_register="no")
+        dut = Accelerator(Geometry(2, 3, 8, 4, 8), timing_registers=register)
+        fragment = Fragment.get(dut, None)
+        acc = fragment.find_subfragment("accumulator").origins[0]
+        ppu = fragment.find_subfragment("ppu").origins[0]
+        assert acc.read_register == ppu.operand_stage == dut.timing_registers == register
+        assert ppu.latency == (7 if register else 6)
+    with pytest.raises(TypeError, match="timing_registers must be a bool, not 'no'"):
+        Accelerator(Geometry(2, 3, 8, 4, 8), timing_registers="no")
 
 
 def test_quiet_end_without_response_length():

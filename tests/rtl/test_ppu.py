@@ -58,16 +58,16 @@ def accumulators_for(rng, config, rows, cols):
 
 
 def run_ppu(cols, batches, *, lanes=None, idle=0.0, stall=0.0, seed=0, cycles=None,
-            model_activation=None, monitors=(), platform=None):
+            model_activation=None, monitors=(), platform=None, operand_stage=True):
     """Stream batches of ``(config, accumulator rows)`` through a PostProcessor of ``lanes``.
 
     The config changes only between batches, once every row of the previous one has left, in
     the cycle where the batch's first row is offered (unless ``idle`` delays that row).
     ``monitors`` are functions of the unit, returning more background testbenches. The unit is
-    elaborated for ``platform``.
+    elaborated for ``platform``, with or without its ``operand_stage``.
     Returns the output rows and the expected ones as lists of ``(values, last)``.
     """
-    dut = PostProcessor(cols, lanes)
+    dut = PostProcessor(cols, lanes, operand_stage=operand_stage)
     expected, inputs = [], []
     for config, acc in batches:
         args = dict(config)
@@ -126,13 +126,16 @@ LANES = [(1, None), (3, None), (8, None), (5, 1), (5, 2), (5, 3), (5, 5), (8, 1)
 EDGE_LANES = [(1, None), (3, None), (8, None), (5, 2), (8, 1)]
 
 
+@pytest.mark.parametrize("operand_stage", [True, False],
+                         ids=["operand_stage", "no_operand_stage"])
 @pytest.mark.parametrize("activation", list(Activation))
 @pytest.mark.parametrize("cols, lanes", LANES)
-def test_random_rows(cols, lanes, activation):
+def test_random_rows(cols, lanes, activation, operand_stage):
     rng = np.random.default_rng(cols * 10 + activation.value + 1000 * (lanes or 0))
     configs = [random_config(rng, cols, activation) for _ in range(6)]
     batches = [(config, accumulators_for(rng, config, 32, cols)) for config in configs]
-    results, expected = run_ppu(cols, batches, lanes=lanes, idle=0.3, stall=0.3, seed=cols)
+    results, expected = run_ppu(cols, batches, lanes=lanes, idle=0.3, stall=0.3, seed=cols,
+                                operand_stage=operand_stage)
     assert results == expected
     # Not everything saturated: plenty of distinct values came out.
     values = [v for row, _ in results for v in row]
@@ -155,7 +158,7 @@ class _MultiplierPlatform:
         return self.make(lane, part)
 
 
-@pytest.mark.parametrize("products", ["own", "platform"])
+@pytest.mark.parametrize("products", ["own", "platform", "no_operand_stage"])
 @pytest.mark.parametrize("cols, lanes", EDGE_LANES)
 def test_edge_values(cols, lanes, products):
     # With the platform's multipliers, the operand registers and product registers are theirs,
@@ -181,7 +184,7 @@ def test_edge_values(cols, lanes, products):
             batches.append((config, acc))
     platform = _MultiplierPlatform() if products == "platform" else None
     results, expected = run_ppu(cols, batches, lanes=lanes, idle=0.2, stall=0.2, seed=cols,
-                                platform=platform)
+                                platform=platform, operand_stage=products != "no_operand_stage")
     assert results == expected
     if platform is not None:
         assert sorted(platform.asked) == sorted(
@@ -381,17 +384,18 @@ def test_full_throughput(cols, lanes):
 def test_properties(cols, lanes, interval):
     dut = PostProcessor(cols, lanes)
     assert (dut.cols, dut.lanes, dut.interval, dut.latency) == \
-        (cols, lanes or cols, interval, 6)
+        (cols, lanes or cols, interval, 7)
     Fragment.get(dut, None)
 
 
+@pytest.mark.parametrize("operand_stage, latency", [(True, 7), (False, 6)])
 @pytest.mark.parametrize("lanes", [None, 1])
-def test_latency(lanes):
+def test_latency(lanes, operand_stage, latency):
     # A row offered to an idle unit is taken in its last pass and comes out `latency` cycles
     # later.
     cols = 2
-    dut = PostProcessor(cols, lanes)
-    assert dut.latency == 6
+    dut = PostProcessor(cols, lanes, operand_stage=operand_stage)
+    assert dut.latency == latency
     assert dut.interval == (1 if lanes is None else 2)
     seen = []
 
@@ -417,12 +421,14 @@ def test_latency(lanes):
     assert seen == [("in", accepted), ("out", accepted + dut.latency, [3, -3], 1)]
 
 
+@pytest.mark.parametrize("operand_stage", [True, False])
 @pytest.mark.parametrize("cols, lanes", [(1, None), (3, 1), (5, 2)])
-def test_backpressure_holds_output(cols, lanes):
-    # While o.ready is low the output row stays put and the input stops: the six stages hold
-    # six passes, and the first P - 1 passes of the output row wait in o_collect.
-    dut = PostProcessor(cols, lanes)
+def test_backpressure_holds_output(cols, lanes, operand_stage):
+    # While o.ready is low the output row stays put and the input stops: the stages hold as
+    # many passes, and the first P - 1 passes of the output row wait in o_collect.
+    dut = PostProcessor(cols, lanes, operand_stage=operand_stage)
     passes = dut.interval
+    count = dut.latency + 2                         # more rows than the stages hold
     log = []
 
     def row(value):
@@ -432,24 +438,38 @@ def test_backpressure_holds_output(cols, lanes):
         ctx.set(dut.cfg, {"bias": [0] * cols, "multiplier": INT32_MAX, "shift": 0,
                              "zero_point": 0, "activation": Activation.NONE, "clamp_max": 0})
         await stream_put_all(ctx, dut.i, [{"data": row(value), "last": 0}
-                                          for value in range(1, 8)])
+                                          for value in range(1, count + 1)])
 
     async def consumer(ctx):
         await ctx.tick().repeat(3 * (dut.latency + passes))
         log.append((ctx.get(dut.o.valid), [int(v) for v in ctx.get(dut.o.payload.data)],
                     ctx.get(dut.i.valid), [int(v) for v in ctx.get(dut.i.payload.data)],
                     ctx.get(dut.i.ready)))
-        log.append([[int(v) for v in p.data] for p in await stream_get_n(ctx, dut.o, 7)])
+        log.append([[int(v) for v in p.data] for p in await stream_get_n(ctx, dut.o, count)])
 
     simulate(dut, [producer, consumer])
     # Passes 0 .. latency + P - 2 have entered: the row of the next one waits on `i`.
     waiting = (dut.latency + passes - 1) // passes + 1
-    assert log == [(1, row(1), 1, row(waiting), 0), [row(value) for value in range(1, 8)]]
+    assert log == [(1, row(1), 1, row(waiting), 0),
+                   [row(value) for value in range(1, count + 1)]]
 
 
 def test_lanes_equal_to_cols_is_the_parallel_unit():
     # lanes = C builds exactly the default unit.
     assert emit_verilog(PostProcessor(3, 3), "ppu") == emit_verilog(PostProcessor(3), "ppu")
+
+
+def test_no_operand_stage_no_platform_multipliers():
+    # Without the operand stage the block's operand registers have no stage to be: the unit
+    # does not ask.
+    platform = _MultiplierPlatform()
+    Fragment.get(PostProcessor(2, 1, operand_stage=False), platform)
+    assert platform.asked == []
+
+
+def test_bad_operand_stage():
+    with pytest.raises(TypeError, match="Operand stage must be a bool, not 0"):
+        PostProcessor(2, 1, operand_stage=0)
 
 
 @pytest.mark.parametrize("make, message", [
