@@ -46,8 +46,9 @@ class Accelerator(wiring.Component):
     timing_registers : bool
         Registers that only shorten paths, for the clock rate (default True): the accumulator
         memory's ``read_register`` (:class:`rtl.accumulator.AccumulatorMemory`, about ``96 * C``
-        flip-flops) and the PPU's ``operand_stage`` (:class:`rtl.ppu.PostProcessor`, a cycle
-        more of latency). The smallest FPGA has no room for them. Programs compute the same
+        flip-flops), the PPU's ``operand_stage`` (:class:`rtl.ppu.PostProcessor`, a cycle
+        more of latency) and the register of rows on their way from the accumulator to the PPU
+        (:class:`rtl.controller.ActivateUnit`'s ``row_register``, ``32 * C`` flip-flops). The smallest FPGA has no room for them. Programs compute the same
         either way.
 
     Members
@@ -99,7 +100,8 @@ class Accelerator(wiring.Component):
         m = Module()
         g = self._geometry
 
-        m.submodules.controller     = controller = Controller(g, counter_bits=self._counter_bits)
+        m.submodules.controller     = controller = Controller(
+            g, counter_bits=self._counter_bits, row_register=self._timing_registers)
         m.submodules.unified_buffer = ub = UnifiedBuffer(g.rows, g.ub_depth, masked=True)
         m.submodules.weight_memory  = wm = WeightMemory(g.cols, g.wm_depth)
         m.submodules.accumulator    = acc = AccumulatorMemory(

@@ -449,10 +449,16 @@ class ActivateUnit(wiring.Component):
     bytes ``lane .. lane + C - 1`` of a unified buffer row with a byte mask; the row's other
     bytes keep their contents. One ACTIVATE at a time.
 
+    With ``row_register``, each row read is registered on its way to the PPU (a pipeline
+    stage with a full-rate handshake): the accumulator's block RAM output then ends at a
+    register, not in the PPU's input multiplexers, which can lie far across the FPGA.
+
     Parameters
     ----------
     geometry : firmware.isa.Geometry
         Array size and memory depths.
+    row_register : bool
+        Register the rows between the accumulator and the PPU (default False).
 
     Members
     -------
@@ -479,9 +485,10 @@ class ActivateUnit(wiring.Component):
     ub_w : Out(stream.Signature(RowWrite(ArrayLayout(unsigned(8), R), ub_depth, masked=True)))
         Unified buffer writes.
     """
-    def __init__(self, geometry):
+    def __init__(self, geometry, *, row_register=False):
         check_geometry(self, geometry)
         self._geometry = g = geometry
+        self._row_register = row_register
         super().__init__({
             "start":       In(1),
             "command":     In(ActivateCommand(g)),
@@ -517,14 +524,32 @@ class ActivateUnit(wiring.Component):
             self.acc_r_addr.valid.eq(self.reading),
             self.acc_r_addr.payload.addr.eq(req_addr),
             self.acc_r_addr.payload.last.eq(req_last),
-            self.ppu_i.valid.eq(self.acc_r_data.valid),
-            self.ppu_i.payload.data.eq(self.acc_r_data.payload.data),
-            self.ppu_i.payload.last.eq(self.acc_r_data.payload.last),
-            self.acc_r_data.ready.eq(self.ppu_i.ready),
             self.ub_w.valid.eq(self.ppu_o.valid),
             self.ub_w.payload.addr.eq(wr_addr),
             self.ppu_o.ready.eq(self.ub_w.ready),
         ]
+        if self._row_register:
+            # A row waits in `act_row` until the PPU takes it; the next enters as it leaves.
+            row = Signal(AccumulatorRow(cols), name="act_row", reset_less=True)
+            row_valid = Signal(name="act_row_valid")
+            m.d.comb += [
+                self.acc_r_data.ready.eq(~row_valid | self.ppu_i.ready),
+                self.ppu_i.valid.eq(row_valid),
+                self.ppu_i.payload.eq(row),
+            ]
+            with m.If(self.acc_r_data.ready):
+                m.d.sync += [
+                    row_valid.eq(self.acc_r_data.valid),
+                    row.data.eq(self.acc_r_data.payload.data),
+                    row.last.eq(self.acc_r_data.payload.last),
+                ]
+        else:
+            m.d.comb += [
+                self.ppu_i.valid.eq(self.acc_r_data.valid),
+                self.ppu_i.payload.data.eq(self.acc_r_data.payload.data),
+                self.ppu_i.payload.last.eq(self.acc_r_data.payload.last),
+                self.acc_r_data.ready.eq(self.ppu_i.ready),
+            ]
         # Place the C bytes at the lane offset; the mask keeps the row's other bytes.
         offsets = max(rows - cols + 1, 0)
         if offsets == 1:                            # R = C: lane 0 is the only one
@@ -695,6 +720,8 @@ class Controller(wiring.Component):
         Array size and memory depths.
     counter_bits : int
         Width of the performance counters (:class:`~rtl.counters.PerformanceCounters`).
+    row_register : bool
+        :class:`ActivateUnit`'s ``row_register`` (default False).
 
     Members
     -------
@@ -717,10 +744,11 @@ class Controller(wiring.Component):
         sends more, nothing will change and nothing more will be sent (a serial link uses it
         to tell the host that an answer is complete).
     """
-    def __init__(self, geometry, *, counter_bits=COUNTER_BITS):
+    def __init__(self, geometry, *, counter_bits=COUNTER_BITS, row_register=False):
         check_geometry(self, geometry)
         check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
         self._counter_bits = counter_bits
+        self._row_register = row_register
         self._geometry = g = geometry
         ub_row = data.ArrayLayout(unsigned(8), g.rows)
         wm_row = data.ArrayLayout(unsigned(8), g.cols)
@@ -759,7 +787,7 @@ class Controller(wiring.Component):
         m.submodules.sender   = tx = ResponseSender(g, counter_bits=self._counter_bits)
         m.submodules.loader   = loader = WeightLoader(g)
         m.submodules.matmul   = mm = MatmulUnit(g)
-        m.submodules.activate = act = ActivateUnit(g)
+        m.submodules.activate = act = ActivateUnit(g, row_register=self._row_register)
         m.submodules.perf_counters = counters = PerformanceCounters(self._counter_bits)
 
         # Fixed connections.
