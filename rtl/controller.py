@@ -505,6 +505,10 @@ class ActivateUnit(wiring.Component):
                 data.ArrayLayout(unsigned(8), g.rows), g.ub_depth, masked=True))),
         })
 
+    @property
+    def row_register(self):
+        return self._row_register
+
     def elaborate(self, platform):
         m = Module()
         g = self._geometry

@@ -157,8 +157,8 @@ def test_random_programs_with_errors(name, seed):
 @pytest.mark.parametrize("seed, name", [(0, "2x3"), (1, "4x4")])
 def test_random_programs_without_timing_registers(name, seed):
     # The iCEBreaker's configuration: no register after the accumulator's block RAM, so its
-    # writes are seen a cycle sooner (write_latency 2), and no PPU operand stage (latency 6);
-    # the controller waits for either.
+    # writes are seen a cycle sooner (write_latency 2), no PPU operand stage (latency 6), and
+    # rows go from the accumulator to the PPU unregistered; the controller waits for either.
     g = GEOMETRIES[name]
     rng = np.random.default_rng([seed, g.rows, g.cols, 3])
     program = random_program(rng, g, 40, errors=0.1)
@@ -383,7 +383,9 @@ def test_timing_registers():
         fragment = Fragment.get(dut, None)
         acc = fragment.find_subfragment("accumulator").origins[0]
         ppu = fragment.find_subfragment("ppu").origins[0]
+        act = fragment.find_subfragment("controller").find_subfragment("activate").origins[0]
         assert acc.read_register == ppu.operand_stage == dut.timing_registers == register
+        assert act.row_register == register
         assert ppu.latency == (7 if register else 6)
     with pytest.raises(TypeError, match="timing_registers must be a bool, not 'no'"):
         Accelerator(Geometry(2, 3, 8, 4, 8), timing_registers="no")
