@@ -228,11 +228,15 @@ def _natural(name):
 def _elaborate(board, top, out, registered=(), ppu=False):
     """Write the design and its constraints into ``out``; ``registered`` array cells, as
     ``(row, col)``, and with ``ppu`` the PPU's partial products, get the family's DSP block
-    with registers as their multiplier."""
+    with registers as their multiplier. Returns how many the PPU took (it asks only with its
+    operand stage)."""
+    given = []
+
     def get_multiplier(row, col):
         return ECP5Multiplier() if (row, col) in registered else None
 
     def get_ppu_multiplier(lane, part):
+        given.append((lane, part))
         return ECP5Multiplier(PART_WIDTH)
     platform = board.make_platform(get_multiplier=get_multiplier if registered else None,
                                    get_ppu_multiplier=get_ppu_multiplier if ppu else None)
@@ -245,6 +249,7 @@ def _elaborate(board, top, out, registered=(), ppu=False):
                 file.write(content)
     if board.family == "gowin":
         (out / f"{NAME}.sdc").write_text(pll_module.nextpnr_sdc(platform))
+    return len(given)
 
 
 def _list_multipliers(synth, yosys, out, progress, times, suffix):
@@ -339,7 +344,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
         # so the design is elaborated again with them; what is left of the budget goes to the
         # other products.
         t0 = time.monotonic()
-        _elaborate(board, top, out, registered, ppu=ppu_registered > 0)
+        ppu_registered = _elaborate(board, top, out, registered, ppu=ppu_registered > 0)
         times["elaborate"] += time.monotonic() - t0
         progress(f"elaborate: DSP blocks with their own registers: {len(registered)} array "
                  f"cells, {ppu_registered} PPU products")

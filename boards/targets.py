@@ -132,7 +132,7 @@ BOARDS = {board.name: board for board in [
         # of overused wires after 68 iterations), nor did a 16 x 16 with 100 DSP blocks; with
         # 76 (the PPU's 4 and 72 array cells, the other 184 products in logic) the 16 x 16
         # routes (docs/boards.md).
-        dsp_budget=76,
+        dsp_budget=76, timing_registers=False,
     ),
     Board(
         name="tangnano9k", title="Sipeed Tang Nano 9K", family="gowin",

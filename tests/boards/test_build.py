@@ -10,6 +10,7 @@ checks it and its report; the ``slow`` ones build each board's default configura
 its report (benchmarks: no assertion on timing).
 """
 
+import dataclasses
 import json
 import math
 import re
@@ -337,6 +338,9 @@ def test_small_build(name, tmp_path):
 def _small_build(name, out):
     """A tiny build of one family: (board, clock, out, report, seconds, progress lines)."""
     board = get_board(name)
+    if board.family == "ecp5":
+        # The flow's registered PPU blocks too, which the ULX3S's default leaves off.
+        board = dataclasses.replace(board, timing_registers=True)
     clock = SMALL[name]
     lines = []
     start = time.monotonic()
@@ -405,7 +409,9 @@ def _check_dsp_budget(small_build):
     dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])
     assert report["dsp_blocks_planned"] == blocks <= budget
     ppu = [name for name in names if ".\\ppu." in name]
-    registered = 1 + len(ppu) if family["registered_multipliers"] else 0
+    registered = 0
+    if family["registered_multipliers"]:
+        registered = 1 + (len(ppu) if board.timing_registers else 0)
     assert report["multipliers"] == {"dsp": len(dsp), "logic": len(logic),
                                      "dsp_with_registers": registered}
     if registered:
@@ -452,3 +458,14 @@ def test_flagship_build(name, tmp_path):
         assert report[resource]["used"] <= report[resource]["available"], resource
     print()
     print(report_markdown(report))
+
+
+@pytest.mark.parametrize("timing_registers, taken", [(True, 4), (False, 0)])
+def test_registered_ppu_blocks_only_with_operand_stage(tmp_path, timing_registers, taken):
+    # The PPU asks for DSP blocks with registers only with its operand stage; the flow counts
+    # what it took, so that the rest of the budget is right either way.
+    board = dataclasses.replace(BOARDS["ulx3s-85f"], timing_registers=timing_registers)
+    top = BoardTop(board, SMALL_GEOMETRY, ppu_lanes=1)
+    assert build_module._elaborate(board, top, tmp_path, {(0, 0)}, ppu=True) == taken
+    design = (tmp_path / f"{build_module.NAME}.il").read_text()
+    assert design.count("MULT18X18D") == 1 + taken
