@@ -106,8 +106,7 @@ class PostProcessor(wiring.Component):
 
     Seven register stages (six without ``operand_stage``), named by prefix, split the 32 x 32
     multiply in two cycles so that neither holds more than one DSP multiply or one adder:
-    ``b_`` the biased value ``x``;
-    ``m_`` the operands of the four partial products of ``x * multiplier`` (16 x 16 bits of
+    ``b_`` the biased value ``x``; ``m_`` the operands of the four partial products of ``x * multiplier`` (16 x 16 bits of
     one signedness, each one 18 x 18 DSP block on ECP5 and one SB_MAC16 on iCE40, whose input
     registers these are), and a small correction for the halves taken as signed; ``h_`` the
     partial products; ``s_`` their sum, the 64-bit product; ``d_`` the
@@ -121,7 +120,7 @@ class PostProcessor(wiring.Component):
     The constants that ``r_`` and ``q_`` derive from ``cfg`` (the bounds, the bounds less the
     zero point, whether ``lo > hi``, the rounding masks) are registered, ``c_`` signals, so
     that none of that logic lies in series with the pipeline: they follow ``cfg`` one
-    (advancing) cycle late, and are used at least five advancing cycles after a row is taken.
+    (advancing) cycle late, and are used at least four advancing cycles after a row is taken.
 
     With ``lanes`` L = C (the default) every column has its own copy of that arithmetic and the
     unit accepts one row per cycle. With L < C there are L copies (lanes), time-shared: a row
@@ -259,7 +258,7 @@ class PostProcessor(wiring.Component):
 
         # Per-layer constants, derived from the static config and registered (`c_` signals), so
         # that none of this logic lies in series with the row pipeline. They are used from the
-        # `r_` stage on, at least five advancing cycles after a row is accepted, and they load
+        # `r_` stage on, at least four advancing cycles after a row is accepted, and they load
         # in every advancing cycle (the accepting one included), so they always match the cfg
         # that the row's `b_` and `h_` stages saw.
         lo, hi = Signal(signed(8)), Signal(signed(8))
@@ -337,8 +336,6 @@ class PostProcessor(wiring.Component):
         h_hl    = Signal(data.ArrayLayout(signed(32), lanes))
         h_lh    = Signal(data.ArrayLayout(signed(32), lanes))
         h_ll    = Signal(data.ArrayLayout(unsigned(32), lanes))
-        m_fix   = Signal(data.ArrayLayout(signed(17), lanes))         # with the operand stage
-        m_sat   = Signal(data.ArrayLayout(unsigned(1), lanes))
         h_fix   = Signal(data.ArrayLayout(signed(17), lanes))
         h_sat   = Signal(data.ArrayLayout(unsigned(1), lanes))
         s_prod  = Signal(data.ArrayLayout(signed(64), lanes))
@@ -370,8 +367,10 @@ class PostProcessor(wiring.Component):
             fix = Mux(x_lo[15], mul_hi, 0) + Mux(mul_lo[15], x_hi, 0)
             sat = (b_x[j] == INT32_MIN) & (cfg.multiplier == INT32_MIN)
             if self._operand_stage:
-                m.d.sync += [m_fix[j].eq(fix), m_sat[j].eq(sat)]
-                fix, sat = m_fix[j], m_sat[j]
+                m_fix = Signal(signed(17), name=f"m_fix_{j}")
+                m_sat = Signal(name=f"m_sat_{j}")
+                m.d.sync += [m_fix.eq(fix), m_sat.eq(sat)]
+                fix, sat = m_fix, m_sat
 
             # h_: the four partial products alone, one DSP multiply each.
             m.d.sync += [h_fix[j].eq(fix), h_sat[j].eq(sat)]
