@@ -30,9 +30,13 @@ _WIDTH = 18
 class ECP5Multiplier(wiring.Component):
     """``MULT18X18D`` with its A/B input registers and its output register on ``CLK0``/``CE0``.
 
-    Signed ``width``-bit operands are sign-extended to the block's 18 bits; the product is the
-    low ``2 * width`` bits of its 36 (every product of two ``width``-bit operands fits). No
-    register is reset (``RST0`` is tied low), as in the PE's own stages.
+    Signed ``width``-bit operands enter at the top of the block's 18 bits, with constant zeros
+    below them, so the block multiplies ``a * 2**s`` by ``b * 2**s`` (``s = 18 - width``) and
+    the product is bits ``2 * s`` up of its 36 (every product of two ``width``-bit operands
+    fits). Sign-extending instead would route the sign bit to ``s`` more pins of each operand;
+    a constant pin is set in the bitstream and takes no wire, which matters where the DSP rows
+    are the congested part of the die (docs/boards.md). No register is reset (``RST0`` is tied
+    low), as in the PE's own stages.
 
     Parameters
     ----------
@@ -52,13 +56,14 @@ class ECP5Multiplier(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ports = {}
+        shift = _WIDTH - self._width
         for name, operand in (("A", self.a), ("B", self.b)):
             for bit in range(_WIDTH):
-                ports[f"i_{name}{bit}"] = operand[min(bit, self._width - 1)]
+                ports[f"i_{name}{bit}"] = Const(0) if bit < shift else operand[bit - shift]
         for bit in range(_WIDTH):
             ports[f"i_C{bit}"] = Const(0)
         for bit in range(len(self.p)):
-            ports[f"o_P{bit}"] = self.p[bit]
+            ports[f"o_P{2 * shift + bit}"] = self.p[bit]
         registers = {}
         for register in ("INPUTA", "INPUTB", "OUTPUT"):
             registers[f"p_REG_{register}_CLK"] = "CLK0"
