@@ -828,11 +828,8 @@ class Controller(wiring.Component):
             act.ub_w.ready.eq(self.ub.w.ready),
         ]
 
-        # The PPU configuration, as SET_PPU leaves it.
-        ppu_config = Signal(PostProcessorConfig(cols), init={"clamp_max": 127})
-        with m.If(rx.config_write):
-            m.d.sync += ppu_config.eq(rx.config)
-        m.d.comb += self.ppu.cfg.eq(ppu_config)
+        # The PPU configuration, as SET_PPU leaves it (the receiver holds it).
+        m.d.comb += self.ppu.cfg.eq(rx.config)
 
         # Front end: the word register (the top of the receiver's shift register), or payload
         # bytes for the receiver.

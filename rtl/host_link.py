@@ -112,9 +112,16 @@ class PayloadReceiver(wiring.Component):
     A ``start`` pulse hands over a :class:`PayloadCommand`; from the next cycle the receiver
     takes bytes on ``i`` (``receiving``) until it has the whole payload and its padding to the
     next 8-byte word. Each complete row is written in the cycle after its last byte: a UB row
-    on ``ub_w`` (all bytes enabled), a WM row on ``wm_w``; a complete PPU configuration pulses
-    ``config_write`` with the new ``config`` if its shift (0..31) and activation (0..2) are
-    valid, and ``config_error`` if not. Failed instructions (``discard``) only consume bytes.
+    on ``ub_w`` (all bytes enabled), a WM row on ``wm_w``; a complete PPU configuration is
+    stored in ``config`` at the end of that cycle, pulsing ``config_write``, if its shift
+    (0..31) and activation (0..2) are valid, and pulses ``config_error`` (leaving ``config``
+    as it was) if not. Failed instructions (``discard``) only consume bytes.
+
+    The configuration register's write enable is decided a cycle early, as the last byte
+    enters (the shift and activation bytes are in by then), and registered in C + 1 copies kept
+    apart (``keep``): one for each column's bias and one for the other fields. One flip-flop
+    driving the clock enables of all 32 C + 56 bits lay across the die on the ULX3S's 16 x 16
+    (15 ns of routing).
 
     The memories' write ports are always ready, and the controller's scoreboard gives this
     unit the UB write port to itself, so writes are not held (``ready`` is ignored).
@@ -147,9 +154,9 @@ class PayloadReceiver(wiring.Component):
     wm_w : Out(stream.Signature(RowWrite(ArrayLayout(unsigned(8), C), wm_depth)))
         Weight memory rows.
     config : Out(PostProcessorConfig(C))
-        The configuration received; valid with ``config_write``.
+        The last valid configuration received (initially all zero but ``clamp_max``, 127).
     config_write : Out(1)
-        Pulse: store ``config``.
+        Pulse: a valid configuration is being stored; ``config`` shows it in the next cycle.
     config_error : Out(1)
         Pulse: the configuration was invalid and is dropped (MALFORMED).
     word_in : In(1)
@@ -171,7 +178,7 @@ class PayloadReceiver(wiring.Component):
                 data.ArrayLayout(unsigned(8), g.rows), g.ub_depth, masked=True))),
             "wm_w":         Out(stream.Signature(RowWrite(
                 data.ArrayLayout(unsigned(8), g.cols), g.wm_depth))),
-            "config":       Out(PostProcessorConfig(g.cols)),
+            "config":       Out(PostProcessorConfig(g.cols), init={"clamp_max": 127}),
             "config_write": Out(1),
             "config_error": Out(1),
             "word_in":      In(1),
@@ -215,7 +222,18 @@ class PayloadReceiver(wiring.Component):
             self.i.ready.eq(self.receiving),
         ]
 
-        m.d.sync += written.eq(0)
+        # The configuration's checks, on its bytes before the last one enters (they are
+        # complete then, one byte lower in the shift register than once it has).
+        config_bytes_before = shift[8 * (width - config_bytes + 1):]
+        scalars = 32 * cols + 32
+        config_ok = ((config_bytes_before[scalars:scalars + 8] < 32) &
+                     (config_bytes_before[scalars + 16:scalars + 24] < 3))
+        is_config = ~discard & (kind == PayloadKind.PPU)
+        config_write = [Signal(name=f"rx_config_write_{k}", attrs={"keep": 1})
+                        for k in range(cols + 1)]
+
+        m.d.sync += [written.eq(0), self.config_error.eq(0)]
+        m.d.sync += [copy.eq(0) for copy in config_write]
         with m.If(written):
             m.d.sync += addr.eq(addr + 1)
         with m.If(self.start):
@@ -236,7 +254,9 @@ class PayloadReceiver(wiring.Component):
                         rows_left.eq(rows_left - 1),
                         has_rows.eq(rows_left != 1),
                         written.eq(1),
+                        self.config_error.eq(is_config & ~config_ok),
                     ]
+                    m.d.sync += [copy.eq(is_config & config_ok) for copy in config_write]
                 with m.Else():
                     m.d.sync += row_byte.eq(row_byte + 1)
         # Payload bytes (not padding), or word bytes for the controller.
@@ -262,23 +282,18 @@ class PayloadReceiver(wiring.Component):
         # The configuration's bytes (ppu_config_bytes): C int32 biases, int32 multiplier, then
         # shift, zero point, activation and clamp_max, one byte each.
         raw = top(config_bytes)
-        scalars = 32 * cols + 32
-        shift_byte = raw[scalars:scalars + 8]
-        activation_byte = raw[scalars + 16:scalars + 24]
-        m.d.comb += [
-            self.config.bias.eq(raw[:32 * cols]),
-            self.config.multiplier.eq(raw[32 * cols:scalars]),
-            self.config.shift.eq(shift_byte),
-            self.config.zero_point.eq(raw[scalars + 8:scalars + 16]),
-            self.config.activation.eq(activation_byte),
-            self.config.clamp_max.eq(raw[scalars + 24:scalars + 32]),
-        ]
-        is_config = written & ~discard & (kind == PayloadKind.PPU)
-        config_ok = (shift_byte < 32) & (activation_byte < 3)
-        m.d.comb += [
-            self.config_write.eq(is_config & config_ok),
-            self.config_error.eq(is_config & ~config_ok),
-        ]
+        for j in range(cols):
+            with m.If(config_write[j]):
+                m.d.sync += self.config.bias[j].eq(raw[32 * j:32 * (j + 1)])
+        with m.If(config_write[cols]):
+            m.d.sync += [
+                self.config.multiplier.eq(raw[32 * cols:scalars]),
+                self.config.shift.eq(raw[scalars:scalars + 8]),
+                self.config.zero_point.eq(raw[scalars + 8:scalars + 16]),
+                self.config.activation.eq(raw[scalars + 16:scalars + 24]),
+                self.config.clamp_max.eq(raw[scalars + 24:scalars + 32]),
+            ]
+        m.d.comb += self.config_write.eq(config_write[cols])
         return m
 
 

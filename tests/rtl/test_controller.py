@@ -72,16 +72,22 @@ def receive(geometry, kind, addr, rows, discard, payload, *, idle=0.0):
         await ctx.tick().repeat(3)
 
     async def monitor(ctx):
+        pulsed = None
         async for _, _, ub_valid, ub, wm_valid, wm, write, error, config, busy, receiving \
                 in ctx.tick().sample(dut.ub_w.valid, dut.ub_w.payload, dut.wm_w.valid,
                                      dut.wm_w.payload, dut.config_write, dut.config_error,
                                      dut.config, dut.busy, dut.receiving):
+            if pulsed is not None:
+                # The register shows the configuration a cycle after the pulse.
+                events.append(("config", pulsed, config))
+                pulsed = None
             if ub_valid:
                 events.append(("ub", ub.addr, bytes(list(ub.data)), ub.mask))
             if wm_valid:
                 events.append(("wm", wm.addr, bytes(list(wm.data))))
             if write or error:
-                events.append(("config", bool(write), config))
+                assert not (write and error)
+                pulsed = bool(write)
             assert busy or not receiving
 
     simulate(dut, [testbench], [monitor], deadline=1e-6 * (20 * len(padded) + 100))
@@ -129,6 +135,11 @@ def test_receiver_config(shift, activation, ok):
         assert int(config.zero_point) == -7
         assert config.activation.value == activation
         assert int(config.clamp_max) == 99
+    else:
+        # Dropped: the register keeps what it held (here its initial value).
+        assert [int(v) for v in config.bias] == [0] * cols
+        assert int(config.multiplier) == 0 and int(config.shift) == 0
+        assert int(config.clamp_max) == 127
 
 
 # Response sender ------------------------------------------------------------------------------
