@@ -121,7 +121,7 @@ BOARDS = {board.name: board for board in [
     Board(
         name="ulx3s-85f", title="Radiona ULX3S (85F)", family="ecp5",
         device="LFE5U-85F-6BG381C", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-        pll="ECP5PLL", clock=56.25e6,
+        pll="ECP5PLL", clock=62.5e6,
         geometry=Geometry(rows=16, cols=16, ub_depth=2048, wm_depth=1024, acc_depth=1024),
         ppu_lanes=1, baud=3_000_000, counter_bits=64,
         lights={"alive": ("led", 0), "ok": ("led", 1), "error": ("led", 2), "busy": ("led", 3)},

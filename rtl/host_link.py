@@ -120,7 +120,7 @@ class PayloadReceiver(wiring.Component):
     The configuration register's write enable is decided a cycle early, as the last byte
     enters (the shift and activation bytes are in by then), and registered in C + 1 copies kept
     apart (``keep``): one for each column's bias and one for the other fields. One flip-flop
-    driving the clock enables of all 32 C + 56 bits lay across the die on the ULX3S's 16 x 16
+    driving the clock enables of all 32 C + 55 bits lay across the die on the ULX3S's 16 x 16
     (15 ns of routing).
 
     The memories' write ports are always ready, and the controller's scoreboard gives this
