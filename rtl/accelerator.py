@@ -48,8 +48,8 @@ class Accelerator(wiring.Component):
         memory's ``read_register`` (:class:`rtl.accumulator.AccumulatorMemory`, about ``96 * C``
         flip-flops), the PPU's ``operand_stage`` (:class:`rtl.ppu.PostProcessor`, a cycle
         more of latency) and the register of rows on their way from the accumulator to the PPU
-        (:class:`rtl.controller.ActivateUnit`'s ``row_register``, ``32 * C`` flip-flops). The smallest FPGA has no room for them. Programs compute the same
-        either way.
+        (:class:`rtl.controller.ActivateUnit`'s ``row_register``, ``32 * C`` flip-flops). The
+        smallest FPGA has no room for them. Programs compute the same either way.
 
     Members
     -------

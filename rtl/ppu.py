@@ -106,11 +106,11 @@ class PostProcessor(wiring.Component):
 
     Seven register stages (six without ``operand_stage``), named by prefix, split the 32 x 32
     multiply in two cycles so that neither holds more than one DSP multiply or one adder:
-    ``b_`` the biased value ``x``; ``m_`` the operands of the four partial products of ``x * multiplier`` (16 x 16 bits of
-    one signedness, each one 18 x 18 DSP block on ECP5 and one SB_MAC16 on iCE40, whose input
-    registers these are), and a small correction for the halves taken as signed; ``h_`` the
-    partial products; ``s_`` their sum, the 64-bit product; ``d_`` the
-    doubled high half ``y``; ``r_`` ``y`` shifted right, its rounding bit (a bit test, no
+    ``b_`` the biased value ``x``; ``m_`` the operands of the four partial products of
+    ``x * multiplier`` (16 x 16 bits of one signedness, each one 18 x 18 DSP block on ECP5 and
+    one SB_MAC16 on iCE40, whose input registers these are), and a small correction for the
+    halves taken as signed; ``h_`` the partial products; ``s_`` their sum, the 64-bit product;
+    ``d_`` the doubled high half ``y``; ``r_`` ``y`` shifted right, its rounding bit (a bit test, no
     carry chain) and whether the shifted value lies in -256 .. 255; ``q_`` the clamped output,
     where both bound checks compare the shifted value alone (on 9 bits) with the bounds less
     the zero point, in parallel with each other and with an 8-bit ``z + zero_point + round``.

@@ -344,7 +344,8 @@ def _small_build(name, out):
     """A tiny build of one family: (board, clock, out, report, seconds, progress lines)."""
     board = get_board(name)
     if board.family == "ecp5":
-        # The flow's registered PPU blocks too, which the ULX3S's default leaves off.
+        # The flow's registered PPU blocks too, whatever the ULX3S's default for its timing
+        # registers (on since they pay there; they were off before).
         board = dataclasses.replace(board, timing_registers=True)
     clock = SMALL[name]
     lines = []
