@@ -192,17 +192,30 @@ class MatrixUnit(wiring.Component):
         # first) ends in row 0 of the array.
         # Weight rows are registered once before they shift up the columns: this cuts the path
         # from the stream to the array. The bank interlock above already covers the extra cycle.
-        w_operand = [Signal(OPERAND, name=f"w_operand{j}") for j in range(cols)]
+        # Loads travel across the array like activations do: column j shifts j cycles after
+        # column 0, so its weights enter through j more registers and each cell takes its load
+        # enables from its left-hand neighbour. No enable net then spans a row; on the ULX3S's
+        # 16 x 16 a row-wide one was the critical path (docs/boards.md). Activations reach
+        # column j j cycles late too, so every cell sees the same order of loads and uses as
+        # column 0 does, and the interlocks stay as they are.
+        w_operand = []
         for j in range(cols):
-            m.d.sync += w_operand[j].eq(_widen(self.w.payload.data[j], self.w.payload.signed))
-        # Each PE row gets its own registered load enables (one bit per bank), so no single net
-        # drives the clock enables of all the weight registers. Row i needs to shift only from the
-        # load that brings the tile's row 0 to it (R - 1 - i) on; the enables thus differ, and
-        # synthesis cannot merge them back into one register.
-        w_load = [Signal(2, name=f"w_load{i}") for i in range(rows)]
+            operand = Signal(OPERAND, name=f"w_operand{j}_0")
+            m.d.sync += operand.eq(_widen(self.w.payload.data[j], self.w.payload.signed))
+            for stage in range(j):
+                delayed = Signal(OPERAND, name=f"w_operand{j}_{stage + 1}")
+                m.d.sync += delayed.eq(operand)
+                operand = delayed
+            w_operand.append(operand)
+        # One pair of load enables (one bit per bank) per cell. Row i needs to shift only from
+        # the load that brings the tile's row 0 to it (R - 1 - i) on, so the rows' enables differ
+        # and synthesis cannot merge a column's registers back into one.
+        w_load = [[Signal(2, name=f"w_load{i}_{j}") for j in range(cols)] for i in range(rows)]
         for i in range(rows):
             shift = w_fire if i == rows - 1 else w_fire & (load_row >= rows - 1 - i)
-            m.d.sync += w_load[i].eq(Cat(shift & ~shadow, shift & shadow))
+            m.d.sync += w_load[i][0].eq(Cat(shift & ~shadow, shift & shadow))
+            for j in range(1, cols):
+                m.d.sync += w_load[i][j].eq(w_load[i][j - 1])
 
         get_multiplier = getattr(platform, "get_multiplier", None)
         pe = []
@@ -220,7 +233,7 @@ class MatrixUnit(wiring.Component):
                 m.submodules[f"pe_{i}_{j}"] = cell
                 m.d.comb += [
                     cell.x_in.eq(skew_out[i] if j == 0 else pe[i][j - 1].x_out),
-                    cell.w_load.eq(w_load[i]),
+                    cell.w_load.eq(w_load[i][j]),
                 ]
                 if i > 0:
                     m.d.comb += cell.psum_in.eq(pe[i - 1][j].psum_out)

@@ -354,6 +354,15 @@ def test_bank_registers_stay_apart(tmp_path, synth, flop):
 
 
 @pytest.mark.parametrize("synth,flop", FLOPS)
+def test_load_enables_per_cell(tmp_path, synth, flop):
+    """Every cell has its own pair of weight-load enables, copied along its row (rtl/mxu.py),
+    so no enable net spans a row of cells spread over the die."""
+    rows, cols = 3, 4
+    assert _count_registers(tmp_path, MatrixUnit(rows, cols), synth, flop,
+                            "*w_load*") == rows * cols * 2
+
+
+@pytest.mark.parametrize("synth,flop", FLOPS)
 def test_config_write_copies_stay_apart(tmp_path, synth, flop):
     """The PPU configuration's write enable keeps a register per bias column and one for the
     other fields (rtl/host_link.py), although all of them hold the same bit."""
