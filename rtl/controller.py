@@ -725,7 +725,8 @@ class Controller(wiring.Component):
     counter_bits : int
         Width of the performance counters (:class:`~rtl.counters.PerformanceCounters`).
     row_register : bool
-        :class:`ActivateUnit`'s ``row_register`` (default False).
+        The ``row_register`` of :class:`ActivateUnit` and :class:`~rtl.host_link.ResponseSender`
+        (default False).
 
     Members
     -------
@@ -788,7 +789,8 @@ class Controller(wiring.Component):
         rows, cols = g.rows, g.cols
 
         m.submodules.receiver = rx = PayloadReceiver(g)
-        m.submodules.sender   = tx = ResponseSender(g, counter_bits=self._counter_bits)
+        m.submodules.sender   = tx = ResponseSender(g, counter_bits=self._counter_bits,
+                                                row_register=self._row_register)
         m.submodules.loader   = loader = WeightLoader(g)
         m.submodules.matmul   = mm = MatmulUnit(g)
         m.submodules.activate = act = ActivateUnit(g, row_register=self._row_register)

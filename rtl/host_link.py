@@ -345,6 +345,11 @@ class ResponseSender(wiring.Component):
     byte for each live byte sent, and the zero bytes that extend each counter to a u64 are
     produced from the byte count instead.
 
+    With ``row_register``, each row read is first registered (a pipeline stage with a full-rate
+    handshake), so a block RAM's output ends at a register and not in the buffer's
+    multiplexers: its clock-to-output delay and the multiplexers no longer share a cycle. The
+    packet then starts a cycle later; its bytes are the same.
+
     Parameters
     ----------
     geometry : firmware.isa.Geometry
@@ -352,6 +357,8 @@ class ResponseSender(wiring.Component):
     counter_bits : int
         Width of the counters (:class:`~rtl.counters.PerformanceCounters`), 16 to 64: only that
         many low bits of each of ``counters`` are sent, the rest of its 8 bytes as zeros.
+    row_register : bool
+        Register the rows between the read ports and the buffer (default False).
 
     Members
     -------
@@ -378,11 +385,15 @@ class ResponseSender(wiring.Component):
     acc_r_data : In(stream.Signature(ReadResponse(ArrayLayout(signed(32), C))))
         Accumulator read responses.
     """
-    def __init__(self, geometry, *, counter_bits=COUNTER_BITS):
+    def __init__(self, geometry, *, counter_bits=COUNTER_BITS, row_register=False):
         check_geometry(self, geometry)
         check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
+        if not isinstance(row_register, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"Row register must be a bool, not {row_register!r}")
         self._geometry = g = geometry
         self._counter_bits = counter_bits
+        self._row_register = row_register
         super().__init__({
             "start":       In(1),
             "command":     In(ResponseCommand()),
@@ -399,6 +410,10 @@ class ResponseSender(wiring.Component):
             "acc_r_data":  In(stream.Signature(ReadResponse(
                 data.ArrayLayout(signed(32), g.cols)))),
         })
+
+    @property
+    def row_register(self):
+        return self._row_register
 
     def elaborate(self, platform):
         m = Module()
@@ -425,13 +440,14 @@ class ResponseSender(wiring.Component):
         hi        = Signal(range(depth + 1), name="tx_hi")
 
         # Rows remain to be loaded into the buffer while requests remain or a response waits
-        # in the read port's register (it holds one at most). ``requesting`` is a flip-flop
-        # (req_addr != hi, kept up to date below), because it starts the read port's
+        # in the read port's register (it holds one at most) or in `tx_row`. ``requesting`` is a
+        # flip-flop (req_addr != hi, kept up to date below), because it starts the read port's
         # arbitration and the scoreboard's range checks.
         requesting = Signal(name="tx_requesting")
         req_left   = Signal(range(depth + 1), name="tx_req_left")   # requests left
         req_last   = Signal(name="tx_req_last")                     # req_left == 1
-        rows_left = requesting | self.ub_r_data.valid | self.acc_r_data.valid
+        row_valid  = Signal(name="tx_row_valid") if self._row_register else Const(0)
+        rows_left = requesting | self.ub_r_data.valid | self.acc_r_data.valid | row_valid
         m.d.comb += [
             self.out.valid.eq(~empty),
             self.busy.eq(~empty | rows_left),
@@ -462,16 +478,39 @@ class ResponseSender(wiring.Component):
         m.d.comb += self.out.payload.eq(Mux(in_counters, Mux(live, snapshot[:8], 0),
                                             buffer[:8]))
 
-        # The buffer is free for new bytes at the next clock edge.
+        # The buffer is free for new bytes at the next clock edge. `load`: it takes `row`, of
+        # `row_bytes` bytes.
         sent = self.out.valid & self.out.ready
         emptying = empty | (one & self.out.ready)
-        take = rows_left & emptying
-        m.d.comb += [
-            self.ub_r_data.ready.eq(take & (kind == ResponseKind.UB_ROWS)),
-            self.acc_r_data.ready.eq(take & (kind == ResponseKind.ACC_ROWS)),
-        ]
-        take_ub = self.ub_r_data.valid & self.ub_r_data.ready
-        take_acc = self.acc_r_data.valid & self.acc_r_data.ready
+        is_ub = kind == ResponseKind.UB_ROWS
+        is_acc = kind == ResponseKind.ACC_ROWS
+        if self._row_register:
+            # A row waits in `tx_row` until the buffer takes it; the next enters as it leaves.
+            row = Signal(8 * width, name="tx_row", reset_less=True)
+            load = row_valid & emptying
+            port_ready = ~row_valid | emptying
+            m.d.comb += [
+                self.ub_r_data.ready.eq(port_ready & is_ub),
+                self.acc_r_data.ready.eq(port_ready & is_acc),
+            ]
+            with m.If(port_ready):
+                m.d.sync += [
+                    row_valid.eq(self.ub_r_data.valid | self.acc_r_data.valid),
+                    row.eq(Mux(is_acc, self.acc_r_data.payload.data,
+                               self.ub_r_data.payload.data)),
+                ]
+            row_is_ub = is_ub
+        else:
+            take = rows_left & emptying
+            m.d.comb += [
+                self.ub_r_data.ready.eq(take & is_ub),
+                self.acc_r_data.ready.eq(take & is_acc),
+            ]
+            take_ub = self.ub_r_data.valid & self.ub_r_data.ready
+            take_acc = self.acc_r_data.valid & self.acc_r_data.ready
+            load = take_ub | take_acc
+            row = Mux(take_ub, self.ub_r_data.payload.data, self.acc_r_data.payload.data)
+            row_is_ub = take_ub
 
         # The header: tag, code, two zero bytes, then a little-endian u32 (length or index).
         command = self.command
@@ -502,17 +541,15 @@ class ResponseSender(wiring.Component):
         # multiplexers: from nested conditions Yosys kept a chain of multiplexers in front of
         # every bit instead of using the flip-flops' clock enables.
         is_counters = command.kind == ResponseKind.COUNTERS
-        with m.If(self.start | take_ub | take_acc | sent):
+        with m.If(self.start | load | sent):
             m.d.sync += [
-                buffer.eq(Mux(self.start, header,
-                              Mux(take_ub, self.ub_r_data.payload.data,
-                                  Mux(take_acc, self.acc_r_data.payload.data, buffer[8:])))),
+                buffer.eq(Mux(self.start, header, Mux(load, row, buffer[8:]))),
                 count.eq(Mux(self.start, Mux(is_counters, WORD + payload_bytes, WORD),
-                             Mux(take_ub, rows, Mux(take_acc, 4 * cols, count - 1)))),
+                             Mux(load, Mux(row_is_ub, rows, 4 * cols), count - 1))),
                 # A header, a UB row and an ACC row each hold more than one byte, except a UB
                 # row of a 1-row array.
-                empty.eq(~self.start & ~take_ub & ~take_acc & one),
-                one.eq(~self.start & Mux(take_ub, rows == 1, ~take_acc & (count == 2))),
+                empty.eq(~self.start & ~load & one),
+                one.eq(~self.start & Mux(load, row_is_ub & (rows == 1), count == 2)),
             ]
         # Every packet snapshots the counters (only COUNTERS sends them).
         with m.If(self.start | (sent & in_counters & live)):

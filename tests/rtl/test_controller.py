@@ -144,9 +144,13 @@ def test_receiver_config(shift, activation, ok):
 
 # Response sender ------------------------------------------------------------------------------
 
-def send(geometry, commands, ub_rows, acc_rows, *, stall=0.0, counter_bits=64):
-    """Send ``commands`` through a ResponseSender that reads from row lists; return bytes."""
-    dut = ResponseSender(geometry, counter_bits=counter_bits)
+def send(geometry, commands, ub_rows, acc_rows, *, stall=0.0, counter_bits=64,
+         row_register=False, cycles=None):
+    """Send ``commands`` through a ResponseSender that reads from row lists; return bytes.
+
+    ``cycles``, a list, receives the cycle of each byte's transfer.
+    """
+    dut = ResponseSender(geometry, counter_bits=counter_bits, row_register=row_register)
     total = 0
     for command, _ in commands:
         kind = command["kind"]
@@ -184,7 +188,7 @@ def send(geometry, commands, ub_rows, acc_rows, *, stall=0.0, counter_bits=64):
 
     async def host(ctx):
         received.extend(await stream_get_n(ctx, dut.out, total, stall=stall,
-                                           rng=random.Random(5)))
+                                           rng=random.Random(5), cycles=cycles))
 
     simulate(dut, [commander, host],
              [memory(dut.ub_r_addr, dut.ub_r_data, ub_rows),
@@ -193,9 +197,10 @@ def send(geometry, commands, ub_rows, acc_rows, *, stall=0.0, counter_bits=64):
     return bytes(received)
 
 
+@pytest.mark.parametrize("row_register", [False, True])
 @pytest.mark.parametrize("stall", [0.0, 0.6])
 @pytest.mark.parametrize("rows, cols", [(1, 1), (3, 2), (8, 8), (2, 17)])
-def test_sender_packets(rows, cols, stall):
+def test_sender_packets(rows, cols, stall, row_register):
     g = Geometry(rows, cols, 16, 16, 16)
     rng = np.random.default_rng(rows + cols)
     ub_rows = [list(rng.integers(0, 256, rows)) for _ in range(16)]
@@ -217,7 +222,29 @@ def test_sender_packets(rows, cols, stall):
         Response(Tag.ERROR, 1, 7),
         Response(Tag.DATA, payload=bytes(ub_rows[15])),
     ])
-    assert send(g, commands, ub_rows, acc_rows, stall=stall) == expected
+    received = send(g, commands, ub_rows, acc_rows, stall=stall, row_register=row_register)
+    assert received == expected
+
+
+@pytest.mark.parametrize("row_register", [False, True])
+@pytest.mark.parametrize("rows, cols, kind", [(1, 1, ResponseKind.ACC_ROWS),
+                                              (3, 2, ResponseKind.UB_ROWS),
+                                              (3, 2, ResponseKind.ACC_ROWS),
+                                              (2, 17, ResponseKind.UB_ROWS),
+                                              (2, 17, ResponseKind.ACC_ROWS)])
+def test_sender_streams_rows(rows, cols, kind, row_register):
+    # A host that always takes gets one byte every cycle from the header to the last row. (The
+    # test's memory answers a request every other cycle, so rows of one byte are left out.)
+    g = Geometry(rows, cols, 16, 16, 16)
+    ub_rows = [[(7 * r + k) % 256 for k in range(rows)] for r in range(16)]
+    acc_rows = [[-r * 1000 - k for k in range(cols)] for r in range(16)]
+    cycles = []
+    received = send(g, [({"kind": kind, "addr": 3, "n": 9}, None)], ub_rows, acc_rows,
+                    row_register=row_register, cycles=cycles)
+    assert received[8:] == (bytes(b for row in ub_rows[3:12] for b in row)
+                            if kind == ResponseKind.UB_ROWS else
+                            np.array(acc_rows[3:12], "<i4").tobytes())
+    assert cycles == list(range(cycles[0], cycles[0] + len(received)))
 
 
 # Counters -------------------------------------------------------------------------------------
