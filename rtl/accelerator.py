@@ -47,11 +47,9 @@ class Accelerator(wiring.Component):
         Registers that only shorten paths, for the clock rate (default True): the accumulator
         memory's ``read_register`` (:class:`rtl.accumulator.AccumulatorMemory`, about ``96 * C``
         flip-flops), the PPU's ``operand_stage`` (:class:`rtl.ppu.PostProcessor`, a cycle
-        more of latency), the register of rows on their way from the accumulator to the PPU
-        (:class:`rtl.controller.ActivateUnit`'s ``row_register``, ``32 * C`` flip-flops) and
-        the one of rows read for the host (:class:`rtl.host_link.ResponseSender`'s
-        ``row_register``, ``8 * max(8, R, 4 * C)`` flip-flops). The smallest FPGA has no room
-        for them. Programs compute the same either way.
+        more of latency) and the register of rows on their way from the accumulator to the PPU
+        (:class:`rtl.controller.ActivateUnit`'s ``row_register``, ``32 * C`` flip-flops). The
+        smallest FPGA has no room for them. Programs compute the same either way.
 
     Members
     -------

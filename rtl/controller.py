@@ -725,8 +725,8 @@ class Controller(wiring.Component):
     counter_bits : int
         Width of the performance counters (:class:`~rtl.counters.PerformanceCounters`).
     row_register : bool
-        The ``row_register`` of :class:`ActivateUnit` and :class:`~rtl.host_link.ResponseSender`
-        (default False).
+        :class:`ActivateUnit`'s ``row_register`` (default False). (The
+        :class:`~rtl.host_link.ResponseSender`'s is always on.)
 
     Members
     -------
@@ -789,8 +789,10 @@ class Controller(wiring.Component):
         rows, cols = g.rows, g.cols
 
         m.submodules.receiver = rx = PayloadReceiver(g)
+        # The sender's row register is cheap (one row) and takes a long path out even on the
+        # UP5K, so every build has it.
         m.submodules.sender   = tx = ResponseSender(g, counter_bits=self._counter_bits,
-                                                row_register=self._row_register)
+                                                row_register=True)
         m.submodules.loader   = loader = WeightLoader(g)
         m.submodules.matmul   = mm = MatmulUnit(g)
         m.submodules.activate = act = ActivateUnit(g, row_register=self._row_register)

@@ -345,10 +345,11 @@ class ResponseSender(wiring.Component):
     byte for each live byte sent, and the zero bytes that extend each counter to a u64 are
     produced from the byte count instead.
 
-    With ``row_register``, each row read is first registered (a pipeline stage with a full-rate
-    handshake), so a block RAM's output ends at a register and not in the buffer's
-    multiplexers: its clock-to-output delay and the multiplexers no longer share a cycle. The
-    packet then starts a cycle later; its bytes are the same.
+    With ``row_register``, each row read is first registered, so a block RAM's output ends at a
+    register and not in the buffer's multiplexers: its clock-to-output delay and the
+    multiplexers no longer share a cycle, and (when every row has two bytes or more) the read
+    ports' ``ready`` is a flip-flop. The packet then starts a cycle later; its bytes are the
+    same, and they still follow each other without gaps.
 
     Parameters
     ----------
@@ -485,10 +486,13 @@ class ResponseSender(wiring.Component):
         is_ub = kind == ResponseKind.UB_ROWS
         is_acc = kind == ResponseKind.ACC_ROWS
         if self._row_register:
-            # A row waits in `tx_row` until the buffer takes it; the next enters as it leaves.
+            # A row waits in `tx_row` until the buffer takes it. Rows of two bytes or more leave
+            # the buffer a cycle at least to spare, so the next one can wait until `tx_row` is
+            # empty: the read ports' `ready` is then a flip-flop. Only 1-byte rows (UB rows of
+            # a 1-row array) enter as the previous one leaves.
             row = Signal(8 * width, name="tx_row", reset_less=True)
             load = row_valid & emptying
-            port_ready = ~row_valid | emptying
+            port_ready = ~row_valid if rows > 1 else ~row_valid | emptying
             m.d.comb += [
                 self.ub_r_data.ready.eq(port_ready & is_ub),
                 self.acc_r_data.ready.eq(port_ready & is_acc),
@@ -499,6 +503,8 @@ class ResponseSender(wiring.Component):
                     row.eq(Mux(is_acc, self.acc_r_data.payload.data,
                                self.ub_r_data.payload.data)),
                 ]
+            with m.Elif(load):
+                m.d.sync += row_valid.eq(0)
             row_is_ub = is_ub
         else:
             take = rows_left & emptying

@@ -387,7 +387,8 @@ def test_timing_registers():
         act = controller.find_subfragment("activate").origins[0]
         sender = controller.find_subfragment("sender").origins[0]
         assert acc.read_register == ppu.operand_stage == dut.timing_registers == register
-        assert act.row_register == sender.row_register == register
+        assert act.row_register == register
+        assert sender.row_register                  # in every build
         assert ppu.latency == (7 if register else 6)
     with pytest.raises(TypeError, match="timing_registers must be a bool, not 'no'"):
         Accelerator(Geometry(2, 3, 8, 4, 8), timing_registers="no")
