@@ -129,9 +129,10 @@ class PostProcessor(wiring.Component):
     are read from the payload (which the stream rules keep stable while ``i.valid`` is high, so
     the unit needs no input row register): pass ``p`` (counted by ``i_pass``) takes columns
     ``p * L .. p * L + L - 1``, and ``i.ready`` rises in the last pass. Pass 0 takes its columns
-    straight from the payload; every pass loads the next one's columns and biases into
-    ``i_next_acc`` and ``i_next_bias`` (L values each), so that the C-to-L multiplexer ends at
-    a register and only a 2-to-1 multiplexer precedes the bias add. Each pass carries its
+    straight from the payload; with three passes or more, every pass loads the next one's
+    columns and biases into ``i_next_acc`` and ``i_next_bias`` (L values each), so that the
+    C-to-L multiplexer ends at a register and only a 2-to-1 multiplexer precedes the bias add
+    (with two passes that multiplexer is 2-to-1 already, on the pass number). Each pass carries its
     number (``group``) with its flags; at the output the first P - 1 passes are collected in
     ``o_collect`` and the row is presented, whole, when its last pass leaves ``q_``. Lanes left
     over in the last pass (when L does not divide C) compute on zeros, and their results are
@@ -301,6 +302,13 @@ class PostProcessor(wiring.Component):
         if passes == 1:
             lane_acc = [self.i.payload.data[j] for j in range(cols)]
             lane_bias = [cfg.bias[j] for j in range(cols)]
+        elif passes == 2:
+            # Registers for the next pass's columns (below) would only replace this 2-to-1
+            # multiplexer with another one.
+            lane_acc = [Mux(i_pass, self.i.payload.data[lanes + lane] if lanes + lane < cols
+                            else 0, self.i.payload.data[lane]) for lane in range(lanes)]
+            lane_bias = [Mux(i_pass, cfg.bias[lanes + lane] if lanes + lane < cols else 0,
+                             cfg.bias[lane]) for lane in range(lanes)]
         else:
             # The first pass takes columns 0 .. L - 1 straight from the payload. Every pass
             # also loads the columns of the next one into i_next_acc and i_next_bias (the

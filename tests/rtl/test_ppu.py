@@ -120,7 +120,7 @@ def run_ppu(cols, batches, *, lanes=None, idle=0.0, stall=0.0, seed=0, cycles=No
 
 
 #: (C, L) pairs: the full-width unit, and time-shared ones with L dividing C or not.
-LANES = [(1, None), (3, None), (8, None), (5, 1), (5, 2), (5, 3), (5, 5), (8, 1), (8, 4)]
+LANES = [(1, None), (3, None), (8, None), (2, 1), (5, 1), (5, 2), (5, 3), (5, 5), (8, 1), (8, 4)]
 #: Fewer for the edge values: the lanes are copies of one datapath, so the time-shared cases
 #: check the multiplexing (and lane 0 sees every edge, on column 0).
 EDGE_LANES = [(1, None), (3, None), (8, None), (5, 2), (8, 1)]
