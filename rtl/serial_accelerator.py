@@ -134,9 +134,10 @@ class SerialAccelerator(wiring.Component):
         connect(m, bridge.tx, uart_tx.i)
         # Small FIFOs between the bridge and the accelerator: their registered ready and valid
         # keep the controller's issue logic and the bridge's state machine out of each other's
-        # timing paths. The bridge's IDLE also waits for the input FIFO to drain.
-        m.submodules.to_accelerator = to_acc = fifo.SyncFIFOBuffered(width=8, depth=4)
-        m.submodules.from_accelerator = from_acc = fifo.SyncFIFOBuffered(width=8, depth=4)
+        # timing paths. Two entries (half a byte a cycle at most) are plenty beside a UART. The
+        # bridge's IDLE also waits for the input FIFO to drain.
+        m.submodules.to_accelerator = to_acc = fifo.SyncFIFOBuffered(width=8, depth=2)
+        m.submodules.from_accelerator = from_acc = fifo.SyncFIFOBuffered(width=8, depth=2)
         connect(m, bridge.o, to_acc.w_stream)
         connect(m, to_acc.r_stream, accelerator.i)
         connect(m, accelerator.o, from_acc.w_stream)
