@@ -479,8 +479,8 @@ class ResponseSender(wiring.Component):
         m.d.comb += self.out.payload.eq(Mux(in_counters, Mux(live, snapshot[:8], 0),
                                             buffer[:8]))
 
-        # The buffer is free for new bytes at the next clock edge. `load`: it takes `row`, of
-        # `row_bytes` bytes.
+        # The buffer is free for new bytes at the next clock edge. With `load` it takes `row`, a
+        # UB row if `row_is_ub`, else an ACC row.
         sent = self.out.valid & self.out.ready
         emptying = empty | (one & self.out.ready)
         is_ub = kind == ResponseKind.UB_ROWS

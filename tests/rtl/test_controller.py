@@ -226,6 +226,11 @@ def test_sender_packets(rows, cols, stall, row_register):
     assert received == expected
 
 
+def test_sender_row_register_type():
+    with pytest.raises(TypeError, match="Row register must be a bool, not 'yes'"):
+        ResponseSender(Geometry(2, 2, 16, 16, 16), row_register="yes")
+
+
 @pytest.mark.parametrize("row_register", [False, True])
 @pytest.mark.parametrize("rows, cols, kind", [(1, 1, ResponseKind.ACC_ROWS),
                                               (3, 2, ResponseKind.UB_ROWS),
