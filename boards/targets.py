@@ -132,7 +132,8 @@ BOARDS = {board.name: board for board in [
         # of overused wires after 68 iterations), nor did a 16 x 16 with 100 DSP blocks; with
         # 76 (the PPU's 4 and 72 array cells, the other 184 products in logic) the 16 x 16
         # routes (docs/boards.md). With the timing registers, the travelling weight loads and
-        # the split multipliers in logic it meets 80 MHz (80.09 MHz).
+        # the split multipliers in logic it met 80 MHz (80.09 MHz); with the sender's row
+        # register it reached 78.57 MHz, a read port's handshake now the limit (docs/boards.md).
         dsp_budget=76,
     ),
     Board(
