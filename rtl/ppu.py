@@ -299,25 +299,25 @@ class PostProcessor(wiring.Component):
 
         # What enters each lane: column j itself, or with passes, the lane's column of this
         # pass (zero for the lanes left over in the last one).
+        def group(values, p):
+            return [values[j] if j < cols else 0 for j in range(p * lanes, (p + 1) * lanes)]
+
         if passes == 1:
             lane_acc = [self.i.payload.data[j] for j in range(cols)]
             lane_bias = [cfg.bias[j] for j in range(cols)]
         elif passes == 2:
             # Registers for the next pass's columns (below) would only replace this 2-to-1
             # multiplexer with another one.
-            lane_acc = [Mux(i_pass, self.i.payload.data[lanes + lane] if lanes + lane < cols
-                            else 0, self.i.payload.data[lane]) for lane in range(lanes)]
-            lane_bias = [Mux(i_pass, cfg.bias[lanes + lane] if lanes + lane < cols else 0,
-                             cfg.bias[lane]) for lane in range(lanes)]
+            lane_acc = [Mux(i_pass, acc_1, acc_0) for acc_0, acc_1 in
+                        zip(group(self.i.payload.data, 0), group(self.i.payload.data, 1))]
+            lane_bias = [Mux(i_pass, bias_1, bias_0) for bias_0, bias_1 in
+                         zip(group(cfg.bias, 0), group(cfg.bias, 1))]
         else:
             # The first pass takes columns 0 .. L - 1 straight from the payload. Every pass
             # also loads the columns of the next one into i_next_acc and i_next_bias (the
             # payload is stable until the row is taken, and cfg is static), so that the
             # C-to-L multiplexer, on i_pass, ends at a register; after it only a 2-to-1 one,
             # on i_first, lies in series with the bias add.
-            def group(values, p):
-                return [values[j] if j < cols else 0 for j in range(p * lanes, (p + 1) * lanes)]
-
             i_first     = Signal(init=1)                # i_pass == 0
             i_next_acc  = Signal(data.ArrayLayout(signed(32), lanes))
             i_next_bias = Signal(data.ArrayLayout(signed(32), lanes))
