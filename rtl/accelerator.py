@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 
 from firmware.isa import Geometry
 from .accumulator import AccumulatorMemory
-from .controller import Controller
+from .controller import Controller, MatmulRowTag
 from .counters import COUNTER_BITS
 from .mxu import MatrixUnit
 from .params import check_int
@@ -102,7 +102,8 @@ class Accelerator(wiring.Component):
 
         m.submodules.controller     = controller = Controller(
             g, counter_bits=self._counter_bits, row_register=self._timing_registers)
-        m.submodules.unified_buffer = ub = UnifiedBuffer(g.rows, g.ub_depth, masked=True)
+        m.submodules.unified_buffer = ub = UnifiedBuffer(
+            g.rows, g.ub_depth, masked=True, tag=MatmulRowTag())
         m.submodules.weight_memory  = wm = WeightMemory(g.cols, g.wm_depth)
         m.submodules.accumulator    = acc = AccumulatorMemory(
             g.cols, g.acc_depth, read_register=self._timing_registers)

@@ -202,6 +202,6 @@ class AccumulatorMemory(wiring.Component):
             write.data.eq(s.row),
         ]
 
-        connect_read_port(m, out_read, self.r_addr, self.r_data)
+        connect_read_port(m, out_read, self.r_addr, self.r_data, name="out_read")
 
         return m

@@ -36,7 +36,7 @@ from .unified_buffer import ReadRequest, ReadResponse, RowWrite
 
 __all__ = [
     "MATMUL_QUEUE", "InstructionWord", "PendingRange", "memory_signature",
-    "LoadCommand", "WeightLoader", "MatmulCommand", "MatmulUnit", "ActivateCommand",
+    "LoadCommand", "WeightLoader", "MatmulCommand", "MatmulRowTag", "MatmulUnit", "ActivateCommand",
     "ActivateUnit", "Controller",
 ]
 
@@ -79,15 +79,16 @@ class PendingRange(data.StructLayout):
         super().__init__({"valid": 1, "range": RowRange(depth)})
 
 
-def memory_signature(write, depth, row):
+def memory_signature(write, depth, row, tag=None):
     """The controller's side of an on-chip memory: it writes, requests reads, takes responses.
 
-    ``write`` is the layout of a write, ``row`` that of a row.
+    ``write`` is the layout of a write, ``row`` that of a row, ``tag`` that of the read
+    requests' tag (or None).
     """
     return wiring.Signature({
         "w":      Out(stream.Signature(write)),
-        "r_addr": Out(stream.Signature(ReadRequest(depth))),
-        "r_data": In(stream.Signature(ReadResponse(row))),
+        "r_addr": Out(stream.Signature(ReadRequest(depth, tag=tag))),
+        "r_data": In(stream.Signature(ReadResponse(row, tag=tag))),
     })
 
 
@@ -119,8 +120,8 @@ class WeightLoader(wiring.Component):
     """Executes LOAD_WEIGHTS: reads R weight rows and shifts them into the MXU's shadow bank.
 
     The MXU holds ``w`` off while its shadow bank is still in use or already holds a tile that
-    waits for its swap; the loader simply waits. Rows are read only as fast as they are taken
-    (the read port's response register is the only buffer).
+    waits for its swap; the loader simply waits. Rows are read ahead of the MXU by at most the
+    two that the read port holds.
 
     Parameters
     ----------
@@ -226,12 +227,27 @@ class MatmulCommand(data.StructLayout):
                           "signed": 1, "accumulate": 1, "swap": 1})
 
 
+class MatmulRowTag(data.StructLayout):
+    """What the MATMUL unit sends along with a unified buffer read, to mark its activation row.
+
+    Members
+    -------
+    first : unsigned(1)
+        The first row of a MATMUL that swaps in the loaded tile.
+    signed : unsigned(1)
+        The MATMUL's activations are int8.
+    """
+    def __init__(self):
+        super().__init__({"first": 1, "signed": 1})
+
+
 class MatmulUnit(wiring.Component):
     """Executes MATMUL: streams unified-buffer rows through the MXU into the accumulators.
 
     The *feeder* sends the read requests of one MATMUL at a time and passes each response
     on to ``x`` as an activation row (``first`` on the first row of a SWAP, ``last`` on the
-    last row of every MATMUL). A MATMUL that starts while another is being fed waits in a
+    last row of every MATMUL). The flags travel with the request (:class:`MatmulRowTag`), since
+    the rows in flight may belong to different MATMULs. A MATMUL that starts while another is being fed waits in a
     one-entry command register (``queued``) and follows it without a bubble. The decoder only
     has to see ``queued``, a flip-flop, and not the read port's handshake, to know whether the
     next MATMUL may start.
@@ -269,9 +285,10 @@ class MatmulUnit(wiring.Component):
         Unified buffer rows of the queued MATMUL.
     acc_writes : Out(ArrayLayout(PendingRange(acc_depth), MATMUL_QUEUE))
         Accumulator rows of every MATMUL whose writes have not all landed.
-    ub_r_addr : Out(stream.Signature(ReadRequest(ub_depth)))
+    ub_r_addr : Out(stream.Signature(ReadRequest(ub_depth, tag=MatmulRowTag())))
         Unified buffer read requests.
-    ub_r_data : In(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), R))))
+    ub_r_data : In(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), R),
+                                                 tag=MatmulRowTag())))
         Unified buffer read responses.
     x : Out(stream.Signature(ActivationRow(R)))
         Activation rows to the MXU.
@@ -293,9 +310,9 @@ class MatmulUnit(wiring.Component):
             "read_range": Out(RowRange(g.ub_depth)),
             "queued_range": Out(RowRange(g.ub_depth)),
             "acc_writes": Out(data.ArrayLayout(PendingRange(g.acc_depth), MATMUL_QUEUE)),
-            "ub_r_addr":  Out(stream.Signature(ReadRequest(g.ub_depth))),
+            "ub_r_addr":  Out(stream.Signature(ReadRequest(g.ub_depth, tag=MatmulRowTag()))),
             "ub_r_data":  In(stream.Signature(ReadResponse(
-                data.ArrayLayout(unsigned(8), g.rows)))),
+                data.ArrayLayout(unsigned(8), g.rows), tag=MatmulRowTag()))),
             "x":          Out(stream.Signature(ActivationRow(g.rows))),
             "o":          In(stream.Signature(ResultRow(g.cols))),
             "acc_w":      Out(stream.Signature(AccumulatorWrite(g.cols, g.acc_depth))),
@@ -310,9 +327,6 @@ class MatmulUnit(wiring.Component):
         req_addr  = Signal(range(g.ub_depth + 1), name="mm_req_addr")
         req_first = Signal(name="mm_req_first")
         is_signed = Signal(name="mm_signed")
-        # Flags of the row in the read port's response register, which moves in step with it.
-        resp_first  = Signal(name="mm_resp_first")
-        resp_signed = Signal(name="mm_resp_signed")
 
         # Requests left to send, with flip-flops for "some" and "one": compares of an address
         # against the range's end were long ripple paths into the port's handshake.
@@ -330,10 +344,12 @@ class MatmulUnit(wiring.Component):
             self.ub_r_addr.valid.eq(active),
             self.ub_r_addr.payload.addr.eq(req_addr),
             self.ub_r_addr.payload.last.eq(last_request),
+            self.ub_r_addr.payload.tag.first.eq(req_first),
+            self.ub_r_addr.payload.tag.signed.eq(is_signed),
             self.x.valid.eq(self.ub_r_data.valid),
             self.x.payload.data.eq(self.ub_r_data.payload.data),
-            self.x.payload.signed.eq(resp_signed),
-            self.x.payload.first.eq(resp_first),
+            self.x.payload.signed.eq(self.ub_r_data.payload.tag.signed),
+            self.x.payload.first.eq(self.ub_r_data.payload.tag.first),
             self.x.payload.last.eq(self.ub_r_data.payload.last),
             self.ub_r_data.ready.eq(self.x.ready),
         ]
@@ -344,8 +360,6 @@ class MatmulUnit(wiring.Component):
                 active.eq(~last_request),
                 last_request.eq(req_left == 2),
                 req_first.eq(0),
-                resp_first.eq(req_first),
-                resp_signed.eq(is_signed),
             ]
 
         def feed(command, rows):
@@ -599,26 +613,29 @@ def _share_read_port(m, name, request, response, users):
     At most one user sends requests at a time (the scoreboard sees to that), and a user's
     ``claim`` pulses when an instruction that makes it send requests issues; ``select``, a
     flip-flop, then names it, so no user's handshake depends on another user's ``valid``.
-    ``owner`` changes exactly when the port's response register does, so it always names the
-    user whose response the register holds, and routes that response to it. A user's request
-    waits while the register holds another user's response: then its handshake depends only on
-    its own response's ``ready``, not through ``owner`` on every other user's logic.
+    A user's request waits while the port holds responses of another user, so the responses
+    waiting (up to two, :func:`rtl.unified_buffer.connect_read_port`) all belong to ``owner``,
+    the user of the last request accepted, and ``owner`` routes them to it. The port's
+    ``ready`` is a flip-flop, so no user's request handshake depends on any consumer's
+    ``ready``. Users that do not send a ``tag`` see none.
     """
     owner  = Signal(range(len(users)), name=f"{name}_owner")
     select = Signal(range(len(users)), name=f"{name}_select")
     for k, (_, _, claim) in enumerate(users):
         with m.If(claim):
             m.d.sync += select.eq(k)
-    # The register can take a request from user k when it is empty or k takes its response.
-    free = [~response.valid | ((owner == k) & user_response.ready)
-            for k, (_, user_response, _) in enumerate(users)]
+    # The port takes user k's request when it has room and holds no other user's responses.
+    free = [request.ready & (~response.valid | (owner == k)) for k in range(len(users))]
     with m.Switch(select):
         for k, (user_request, _, _) in enumerate(users):
             with m.Case(k):
                 m.d.comb += [
                     request.valid.eq(user_request.valid & (~response.valid | (owner == k))),
-                    request.payload.eq(user_request.payload),
+                    request.payload.addr.eq(user_request.payload.addr),
+                    request.payload.last.eq(user_request.payload.last),
                 ]
+                if "tag" in user_request.payload.shape().members:
+                    m.d.comb += request.payload.tag.eq(user_request.payload.tag)
     with m.Switch(owner):
         for k, (_, user_response, _) in enumerate(users):
             with m.Case(k):
@@ -627,8 +644,11 @@ def _share_read_port(m, name, request, response, users):
         m.d.comb += [
             user_request.ready.eq(free[k] & (select == k)),
             user_response.valid.eq(response.valid & (owner == k)),
-            user_response.payload.eq(response.payload),
+            user_response.payload.data.eq(response.payload.data),
+            user_response.payload.last.eq(response.payload.last),
         ]
+        if "tag" in user_response.payload.shape().members:
+            m.d.comb += user_response.payload.tag.eq(response.payload.tag)
     with m.If(request.valid & request.ready):
         m.d.sync += owner.eq(select)
 
@@ -734,8 +754,8 @@ class Controller(wiring.Component):
         Instruction words and payloads from the host.
     o : Out(stream.Signature(8))
         Response packets to the host.
-    ub : Out(memory_signature(RowWrite(..., masked=True), ub_depth, ArrayLayout(unsigned(8), R)))
-        The unified buffer's ports.
+    ub : Out(memory_signature(RowWrite(..., masked=True), ub_depth, ..., tag=MatmulRowTag()))
+        The unified buffer's ports (its reads carry the MATMUL unit's row flags).
     wm : Out(memory_signature(RowWrite(...), wm_depth, ArrayLayout(unsigned(8), C)))
         The weight memory's ports.
     acc : Out(memory_signature(AccumulatorWrite(C, acc_depth), acc_depth, ...))
@@ -762,7 +782,7 @@ class Controller(wiring.Component):
             "i":   In(stream.Signature(8)),
             "o":   Out(stream.Signature(8)),
             "ub":  Out(memory_signature(RowWrite(ub_row, g.ub_depth, masked=True), g.ub_depth,
-                                        ub_row)),
+                                        ub_row, tag=MatmulRowTag())),
             "wm":  Out(memory_signature(RowWrite(wm_row, g.wm_depth), g.wm_depth, wm_row)),
             "acc": Out(memory_signature(AccumulatorWrite(g.cols, g.acc_depth), g.acc_depth,
                                         acc_row)),

@@ -1,6 +1,6 @@
 """Unified buffer: the on-chip memory of activation rows, and the row memory it is built on."""
 
-from amaranth.hdl import Module, Mux, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -50,19 +50,39 @@ class RowWrite(data.StructLayout):
 class ReadRequest(data.StructLayout):
     """A request to read one row.
 
+    Parameters
+    ----------
+    depth : int
+        Number of entries.
+    tag : shape-castable or None
+        Add the ``tag`` member.
+
     Members
     -------
     addr : unsigned(ceil_log2(depth))
         The entry read.
     last : unsigned(1)
         Carried through unchanged to the response, e.g. to mark the end of a tile.
+    tag : tag
+        Only with ``tag``: carried through unchanged to the response, so that the requester
+        keeps no record of its requests in flight.
     """
-    def __init__(self, depth):
-        super().__init__({"addr": range(depth), "last": 1})
+    def __init__(self, depth, *, tag=None):
+        fields = {"addr": range(depth), "last": 1}
+        if tag is not None:
+            fields["tag"] = tag
+        super().__init__(fields)
 
 
 class ReadResponse(data.StructLayout):
     """The row a read request returned.
+
+    Parameters
+    ----------
+    row : ArrayLayout
+        The layout of a row.
+    tag : shape-castable or None
+        Add the ``tag`` member.
 
     Members
     -------
@@ -70,38 +90,72 @@ class ReadResponse(data.StructLayout):
         The entry's contents when the request was accepted.
     last : unsigned(1)
         The ``last`` flag of the request.
+    tag : tag
+        Only with ``tag``: the ``tag`` of the request.
     """
-    def __init__(self, row):
-        super().__init__({"data": row, "last": 1})
+    def __init__(self, row, *, tag=None):
+        fields = {"data": row, "last": 1}
+        if tag is not None:
+            fields["tag"] = tag
+        super().__init__(fields)
 
 
-def connect_read_port(m, port, request, response):
+def connect_read_port(m, port, request, response, *, name):
     """Serve ``request`` (a :class:`ReadRequest` stream) from the synchronous read ``port``.
 
-    The port's output register is the only response buffer: a request is accepted only if that
-    register will be free at the next clock edge, i.e. it is empty or its response is being
-    taken. While the response waits, the port's enable is low so the register holds its data.
-    This gives a read latency of one cycle and one read per cycle while ``response.ready`` is
-    high, without a skid buffer, at the cost of a combinational path from ``response.ready`` to
-    ``request.ready``. The port stays a plain synchronous read port with a clock enable, which
-    FPGA block RAMs provide.
+    The block RAM reads in the cycle a request is accepted, so its response is presented a
+    cycle later (read latency 1) and one request is accepted per cycle while responses are
+    taken. Up to two responses wait: one in the port's output register (the block RAM holds it
+    while its enable is low) and an older one in a ``{name}_held`` register of its own. A
+    request is accepted unless both are full, so ``request.ready`` and the block RAM's enable
+    are flip-flops and the requester's ``valid``, never the consumer's ``response.ready``: on
+    large FPGAs that signal would otherwise cross the die to every block RAM of a wide row (the
+    ECP5 16 x 16's critical path). The price is a register and a 2-to-1 multiplexer per bit
+    of a row.
 
     Make the port transparent for the memory's write port: block RAMs leave a read of the entry
     being written (through another port) undefined, so Yosys emulates either choice, and a
     transparent port needs one register for the row plus a multiplexer, while the default
     (return the old row) also delays every write by a cycle.
     """
+    # `port_`: a response in the port's output register; `held`: an older one, moved aside.
+    # Every request field but the address (`last`, `tag`) goes along with the row.
+    side = data.StructLayout({key: field.shape for key, field in request.payload.shape()
+                              if key != "addr"})
+    port_valid = Signal(name=f"{name}_port_valid")
+    port_side  = Signal(side, name=f"{name}_port_side")
+    held_valid = Signal(name=f"{name}_held_valid")
+    held = Signal(response.payload.shape(), name=f"{name}_held", reset_less=True)
+
+    def from_port(payload):
+        return [payload.data.eq(port.data), *(payload[key].eq(port_side[key]) for key, _ in side)]
+
+    accept = request.valid & request.ready
     m.d.comb += [
-        request.ready.eq(~response.valid | response.ready),
+        request.ready.eq(~(port_valid & held_valid)),
         port.addr.eq(request.payload.addr),
-        port.en.eq(request.valid & request.ready),
-        response.payload.data.eq(port.data),
+        port.en.eq(accept),
+        response.valid.eq(port_valid | held_valid),
     ]
-    with m.If(request.ready):
-        m.d.sync += [
-            response.valid.eq(request.valid),
-            response.payload.last.eq(request.payload.last),
-        ]
+    with m.If(held_valid):
+        m.d.comb += response.payload.eq(held)
+    with m.Else():
+        m.d.comb += from_port(response.payload)
+    # Copy while empty, not only when a response must move aside: the enable is a flip-flop.
+    with m.If(~held_valid):
+        m.d.sync += from_port(held)
+
+    with m.If(accept):
+        m.d.sync += port_valid.eq(1)
+        m.d.sync += [port_side[key].eq(request.payload[key]) for key, _ in side]
+    with m.Elif(~held_valid & response.ready):
+        m.d.sync += port_valid.eq(0)
+    with m.If(held_valid):
+        with m.If(response.ready):
+            m.d.sync += held_valid.eq(0)
+    with m.Elif(port_valid & accept & ~response.ready):
+        # The port's response is about to be overwritten and nobody takes it.
+        m.d.sync += held_valid.eq(1)
 
 
 class RowMemory(wiring.Component):
@@ -116,7 +170,9 @@ class RowMemory(wiring.Component):
     Writes are always accepted (``w.ready`` is constantly high) and take effect at the end of
     the cycle that accepts them. Reads are served in order: the response to a request accepted
     in cycle t is presented from cycle t + 1 (``read_latency``), and is held, unchanged, until
-    taken. While ``r_data.ready`` stays high, a request is accepted every cycle.
+    taken. While ``r_data.ready`` stays high, a request is accepted every cycle; up to two
+    responses wait, and ``r_addr.ready`` does not depend on ``r_data.ready``
+    (:func:`connect_read_port`).
 
     Ordering: a read returns the row as written by every write accepted in the same cycle or
     earlier (``write_latency`` = 0 cycles or more before the read). Writes accepted later, even
@@ -130,30 +186,39 @@ class RowMemory(wiring.Component):
         Number of rows, 1 to ``MAX_DEPTH``.
     masked : bool
         Writes carry a byte mask (``RowWrite(..., masked=True)``).
+    tag : shape-castable or None
+        Read requests carry a ``tag`` of this shape to their responses.
 
     Members
     -------
     w : In(stream.Signature(RowWrite(ArrayLayout(unsigned(8), width), depth, masked=masked)))
         Row writes.
-    r_addr : In(stream.Signature(ReadRequest(depth)))
+    r_addr : In(stream.Signature(ReadRequest(depth, tag=tag)))
         Read requests.
-    r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), width))))
+    r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), width), tag=tag)))
         Read responses, one per request, in order.
     """
-    def __init__(self, width, depth, *, masked=False):
+    def __init__(self, width, depth, *, masked=False, tag=None):
         check_int(self, "Width", width, 1, MAX_WIDTH)
         check_int(self, "Depth", depth, 1, MAX_DEPTH)
         if not isinstance(masked, bool):
             self._MustUse__silence = True
             raise TypeError(f"masked must be a bool, not {masked!r}")
+        if tag is not None:
+            try:
+                Shape.cast(tag)
+            except TypeError:
+                self._MustUse__silence = True
+                raise TypeError(f"tag must be a shape or None, not {tag!r}") from None
         self._width = width
         self._depth = depth
         self._masked = masked
+        self._tag = tag
         self._row = data.ArrayLayout(unsigned(8), width)
         super().__init__({
             "w":      In(stream.Signature(RowWrite(self._row, depth, masked=masked))),
-            "r_addr": In(stream.Signature(ReadRequest(depth))),
-            "r_data": Out(stream.Signature(ReadResponse(self._row))),
+            "r_addr": In(stream.Signature(ReadRequest(depth, tag=tag))),
+            "r_data": Out(stream.Signature(ReadResponse(self._row, tag=tag))),
         })
 
     @property
@@ -168,6 +233,11 @@ class RowMemory(wiring.Component):
     def masked(self):
         """Whether writes carry a byte mask."""
         return self._masked
+
+    @property
+    def tag(self):
+        """The shape of the tag that read requests carry, or None."""
+        return self._tag
 
     @property
     def row_layout(self):
@@ -202,7 +272,7 @@ class RowMemory(wiring.Component):
             m.d.comb += write.en.eq(Mux(self.w.valid, self.w.payload.mask, 0))
         else:
             m.d.comb += write.en.eq(self.w.valid)
-        connect_read_port(m, read, self.r_addr, self.r_data)
+        connect_read_port(m, read, self.r_addr, self.r_data, name="read")
 
         return m
 
@@ -223,19 +293,22 @@ class UnifiedBuffer(RowMemory):
     masked : bool
         Writes carry a byte mask, so that the post-processing unit can write C bytes at a lane
         offset into a row of R bytes and leave the others as they are.
+    tag : shape-castable or None
+        Read requests carry a ``tag`` of this shape to their responses (the MATMUL unit's row
+        flags).
 
     Members
     -------
     w : In(stream.Signature(RowWrite(ArrayLayout(unsigned(8), rows), depth, masked=masked)))
         Row writes.
-    r_addr : In(stream.Signature(ReadRequest(depth)))
+    r_addr : In(stream.Signature(ReadRequest(depth, tag=tag)))
         Read requests.
-    r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), rows))))
+    r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), rows), tag=tag)))
         Read responses, one per request, in order.
     """
-    def __init__(self, rows=8, depth=1024, *, masked=False):
+    def __init__(self, rows=8, depth=1024, *, masked=False, tag=None):
         check_int(self, "Row count", rows, 1, MAX_WIDTH)
-        super().__init__(rows, depth, masked=masked)
+        super().__init__(rows, depth, masked=masked, tag=tag)
 
     @property
     def rows(self):

@@ -4,8 +4,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from amaranth.hdl import Fragment
+from amaranth.lib import data
 
+from rtl.accumulator import AccumulatorMemory
 from rtl.unified_buffer import MAX_DEPTH, MAX_WIDTH, RowMemory, UnifiedBuffer
+from rtl.weight_memory import WeightMemory
 from sim.golden.memory import UnifiedBufferModel, replay
 from sim.stream import stream_get_n, stream_put, stream_put_all
 from sim.testbench import simulate
@@ -189,8 +192,56 @@ def test_backpressure_keeps_order():
                      stall=0.8, read_delay=35)
     assert run.responses == run.expected
     assert np.all(np.array(run.response_cycles) > np.array(run.read_cycles))
-    # The next request is accepted in the very cycle its predecessor's response is taken.
-    assert run.read_cycles[1:] == run.response_cycles[:-1]
+    # Two responses wait at most: with requests always offered, request k + 2 is accepted in
+    # the cycle after response k is taken (not in the same one: `ready` is a flip-flop).
+    assert run.read_cycles[1] == run.read_cycles[0] + 1
+    assert run.read_cycles[2:] == [cycle + 1 for cycle in run.response_cycles[:-2]]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: UnifiedBuffer(3, 8),
+    lambda: WeightMemory(2, 4),
+    lambda: AccumulatorMemory(2, 4),
+    lambda: AccumulatorMemory(1, 2, read_register=False),
+], ids=["ub", "wm", "acc", "acc-no-register"])
+def test_request_ready_ignores_response_ready(make):
+    # The read port's `r_addr.ready` (and so the block RAM's enable) must not follow the
+    # consumer's `r_data.ready` within a cycle: both values of `r_data.ready` give the same
+    # `r_addr.ready`, in every state random traffic reaches. Meanwhile responses come in order,
+    # at most two wait, and `r_data.valid` is high exactly while one does.
+    dut = make()
+    rng = random.Random(23)
+    errors = []
+
+    async def testbench(ctx):
+        outstanding = []
+        for cycle in range(300):
+            addr = rng.randrange(dut.depth)
+            ctx.set(dut.r_addr.valid, rng.random() < 0.7)
+            ctx.set(dut.r_addr.payload, {"addr": addr, "last": cycle & 1})
+            readies = []
+            for ready in (0, 1):
+                ctx.set(dut.r_data.ready, ready)
+                readies.append(ctx.get(dut.r_addr.ready))
+            if readies[0] != readies[1]:
+                errors.append(f"cycle {cycle}: r_addr.ready follows r_data.ready")
+            ready = rng.random() < 0.4
+            ctx.set(dut.r_data.ready, ready)
+            valid, response = ctx.get(dut.r_data.valid), ctx.get(dut.r_data.payload)
+            if valid != bool(outstanding):
+                errors.append(f"cycle {cycle}: r_data.valid is {valid} with "
+                              f"{len(outstanding)} responses due")
+            if valid and ready:
+                if response.last != outstanding.pop(0):
+                    errors.append(f"cycle {cycle}: response out of order")
+            if ctx.get(dut.r_addr.valid) and ctx.get(dut.r_addr.ready):
+                outstanding.append(cycle & 1)
+            if len(outstanding) > 2:
+                errors.append(f"cycle {cycle}: {len(outstanding)} responses due")
+            await ctx.tick()
+
+    simulate(dut, [testbench])
+    assert errors == []
 
 
 def test_read_write_ordering():
@@ -230,6 +281,32 @@ def test_response_not_changed_by_later_write():
     assert run.responses == run.expected
 
 
+@pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.3, 0.6), (0.0, 0.9)])
+def test_tags_follow_their_requests(idle, stall):
+    # A tag, like `last`, comes back with its own request's row, whichever of the two response
+    # registers the row waits in.
+    rows, depth = 2, 8
+    dut = UnifiedBuffer(rows, depth, tag=data.StructLayout({"first": 1, "kind": 3}))
+    assert dut.r_addr.payload.shape()["tag"].shape == dut.tag
+    rng = random.Random(int(10 * idle + 100 * stall))
+    requests = [{"addr": rng.randrange(depth), "last": rng.randrange(2),
+                 "tag": {"first": rng.randrange(2), "kind": rng.randrange(8)}}
+                for _ in range(80)]
+    responses = []
+
+    async def put(ctx):
+        await stream_put_all(ctx, dut.r_addr, requests, idle=idle, rng=random.Random(1))
+
+    async def get(ctx):
+        for payload in await stream_get_n(ctx, dut.r_data, len(requests), stall=stall,
+                                          rng=random.Random(2)):
+            responses.append({"last": int(payload.last), "tag": {
+                "first": int(payload.tag.first), "kind": int(payload.tag.kind)}})
+
+    simulate(dut, [put, get])
+    assert responses == [{"last": r["last"], "tag": r["tag"]} for r in requests]
+
+
 def test_interface():
     dut = UnifiedBuffer(rows=6, depth=100)
     assert (dut.rows, dut.width, dut.depth) == (6, 6, 100)
@@ -259,6 +336,8 @@ def test_row_memory_bad_parameters():
         RowMemory(0, 4)
     with pytest.raises(TypeError, match="Depth must be an integer, not None"):
         RowMemory(4, None)
+    with pytest.raises(TypeError, match="tag must be a shape or None, not 'first'"):
+        RowMemory(4, 4, tag="first")
 
 
 # Byte-masked writes ---------------------------------------------------------------------------
