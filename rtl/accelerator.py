@@ -48,8 +48,10 @@ class Accelerator(wiring.Component):
         memory's ``read_register`` (:class:`rtl.accumulator.AccumulatorMemory`, about ``96 * C``
         flip-flops), the PPU's ``operand_stage`` (:class:`rtl.ppu.PostProcessor`, a cycle
         more of latency) and the register of rows on their way from the accumulator to the PPU
-        (:class:`rtl.controller.ActivateUnit`'s ``row_register``, ``32 * C`` flip-flops). The
-        smallest FPGA has no room for them. Programs compute the same either way.
+        (:class:`rtl.controller.ActivateUnit`'s ``row_register``, ``32 * C`` flip-flops), and
+        the memories' ``read_buffer`` (a second response register per read port, so that no
+        consumer's ``ready`` reaches a block RAM's enable). The smallest FPGA has no room for
+        them. Programs compute the same either way.
 
     Members
     -------
@@ -103,10 +105,13 @@ class Accelerator(wiring.Component):
         m.submodules.controller     = controller = Controller(
             g, counter_bits=self._counter_bits, row_register=self._timing_registers)
         m.submodules.unified_buffer = ub = UnifiedBuffer(
-            g.rows, g.ub_depth, masked=True, tag=MatmulRowTag())
-        m.submodules.weight_memory  = wm = WeightMemory(g.cols, g.wm_depth)
+            g.rows, g.ub_depth, masked=True, tag=MatmulRowTag(),
+            read_buffer=self._timing_registers)
+        m.submodules.weight_memory  = wm = WeightMemory(
+            g.cols, g.wm_depth, read_buffer=self._timing_registers)
         m.submodules.accumulator    = acc = AccumulatorMemory(
-            g.cols, g.acc_depth, read_register=self._timing_registers)
+            g.cols, g.acc_depth, read_register=self._timing_registers,
+            read_buffer=self._timing_registers)
         m.submodules.mxu            = mxu = MatrixUnit(g.rows, g.cols)
         m.submodules.ppu            = ppu = PostProcessor(
             g.cols, self._ppu_lanes, operand_stage=self._timing_registers)

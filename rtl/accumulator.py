@@ -57,7 +57,7 @@ class AccumulatorMemory(wiring.Component):
 
     Reads use a second read port of the same storage (synthesis duplicates the block RAM for
     it) and behave as in :class:`rtl.unified_buffer.RowMemory`: one-cycle latency, one per
-    cycle, responses held until taken.
+    cycle, responses held until taken, two of them with ``read_buffer``.
 
     Ordering: a read accepted in cycle t returns the row as updated by exactly the writes
     accepted in cycles up to t - ``write_latency`` (2, or 3 with ``read_register``); more recent
@@ -73,6 +73,9 @@ class AccumulatorMemory(wiring.Component):
         Register the old row between the block RAM and the adders (default True). It costs a
         cycle of ``write_latency`` and about ``3 * 32 * cols`` flip-flops, which the smallest
         FPGAs cannot spare.
+    read_buffer : bool
+        Let two read responses wait, so that ``r_addr.ready`` does not depend on
+        ``r_data.ready`` (default True; :func:`rtl.unified_buffer.connect_read_port`).
 
     Members
     -------
@@ -83,12 +86,16 @@ class AccumulatorMemory(wiring.Component):
     r_data : Out(stream.Signature(ReadResponse(ArrayLayout(signed(32), cols))))
         Read responses, one per request, in order.
     """
-    def __init__(self, cols=8, depth=1024, *, read_register=True):
+    def __init__(self, cols=8, depth=1024, *, read_register=True, read_buffer=True):
         check_int(self, "Column count", cols, 1, MAX_WIDTH)
         check_int(self, "Depth", depth, 1, MAX_DEPTH)
         if not isinstance(read_register, bool):
             self._MustUse__silence = True
             raise TypeError(f"Read register must be a bool, not {read_register!r}")
+        if not isinstance(read_buffer, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"read_buffer must be a bool, not {read_buffer!r}")
+        self._read_buffer = read_buffer
         self._cols = cols
         self._depth = depth
         self._read_register = read_register
@@ -110,6 +117,10 @@ class AccumulatorMemory(wiring.Component):
     @property
     def read_register(self):
         return self._read_register
+
+    @property
+    def read_buffer(self):
+        return self._read_buffer
 
     @property
     def row_layout(self):
@@ -202,6 +213,7 @@ class AccumulatorMemory(wiring.Component):
             write.data.eq(s.row),
         ]
 
-        connect_read_port(m, out_read, self.r_addr, self.r_data, name="out_read")
+        connect_read_port(m, out_read, self.r_addr, self.r_data, name="out_read",
+                          buffer=self._read_buffer)
 
         return m

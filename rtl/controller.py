@@ -247,10 +247,10 @@ class MatmulUnit(wiring.Component):
     The *feeder* sends the read requests of one MATMUL at a time and passes each response
     on to ``x`` as an activation row (``first`` on the first row of a SWAP, ``last`` on the
     last row of every MATMUL). The flags travel with the request (:class:`MatmulRowTag`), since
-    the rows in flight may belong to different MATMULs. A MATMUL that starts while another is being fed waits in a
-    one-entry command register (``queued``) and follows it without a bubble. The decoder only
-    has to see ``queued``, a flip-flop, and not the read port's handshake, to know whether the
-    next MATMUL may start.
+    the rows in flight may belong to different MATMULs. A MATMUL that starts while another is
+    being fed waits in a one-entry command register (``queued``) and follows it without a
+    bubble. The decoder only has to see ``queued``, a flip-flop, and not the read port's
+    handshake, to know whether the next MATMUL may start.
 
     The *write-back* turns each result on ``o`` into an accumulator write. Results leave the MXU
     in order, so a queue of the accumulator ranges of the MATMULs in flight (``acc_writes``,

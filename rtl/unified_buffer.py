@@ -100,18 +100,24 @@ class ReadResponse(data.StructLayout):
         super().__init__(fields)
 
 
-def connect_read_port(m, port, request, response, *, name):
+def connect_read_port(m, port, request, response, *, name, buffer=True):
     """Serve ``request`` (a :class:`ReadRequest` stream) from the synchronous read ``port``.
 
     The block RAM reads in the cycle a request is accepted, so its response is presented a
     cycle later (read latency 1) and one request is accepted per cycle while responses are
-    taken. Up to two responses wait: one in the port's output register (the block RAM holds it
-    while its enable is low) and an older one in a ``{name}_held`` register of its own. A
-    request is accepted unless both are full, so ``request.ready`` and the block RAM's enable
-    are flip-flops and the requester's ``valid``, never the consumer's ``response.ready``: on
-    large FPGAs that signal would otherwise cross the die to every block RAM of a wide row (the
-    ECP5 16 x 16's critical path). The price is a register and a 2-to-1 multiplexer per bit
-    of a row.
+    taken. The port's output register holds a response that waits (the block RAM's enable is
+    low meanwhile).
+
+    With ``buffer``, up to two responses wait: an older one moves aside into a ``{name}_held``
+    register of its own when the block RAM reads again. A request is accepted unless both are
+    full, so ``request.ready`` and the block RAM's enable are flip-flops and the requester's
+    ``valid``, never the consumer's ``response.ready``: on large FPGAs that signal would
+    otherwise cross the die to every block RAM of a wide row (the ECP5 16 x 16's critical
+    path). The price is a register and a 2-to-1 multiplexer per bit of a row.
+
+    Without ``buffer`` (for the smallest FPGAs), the output register is the only one: a request
+    is accepted when it is empty or its response is being taken, so ``request.ready`` follows
+    ``response.ready`` combinationally.
 
     Make the port transparent for the memory's write port: block RAMs leave a read of the entry
     being written (through another port) undefined, so Yosys emulates either choice, and a
@@ -124,17 +130,32 @@ def connect_read_port(m, port, request, response, *, name):
                               if key != "addr"})
     port_valid = Signal(name=f"{name}_port_valid")
     port_side  = Signal(side, name=f"{name}_port_side")
-    held_valid = Signal(name=f"{name}_held_valid")
-    held = Signal(response.payload.shape(), name=f"{name}_held", reset_less=True)
 
     def from_port(payload):
         return [payload.data.eq(port.data), *(payload[key].eq(port_side[key]) for key, _ in side)]
 
     accept = request.valid & request.ready
     m.d.comb += [
-        request.ready.eq(~(port_valid & held_valid)),
         port.addr.eq(request.payload.addr),
         port.en.eq(accept),
+    ]
+    with m.If(accept):
+        m.d.sync += [port_side[key].eq(request.payload[key]) for key, _ in side]
+
+    if not buffer:
+        m.d.comb += [
+            request.ready.eq(~port_valid | response.ready),
+            response.valid.eq(port_valid),
+            *from_port(response.payload),
+        ]
+        with m.If(request.ready):
+            m.d.sync += port_valid.eq(request.valid)
+        return
+
+    held_valid = Signal(name=f"{name}_held_valid")
+    held = Signal(response.payload.shape(), name=f"{name}_held", reset_less=True)
+    m.d.comb += [
+        request.ready.eq(~(port_valid & held_valid)),
         response.valid.eq(port_valid | held_valid),
     ]
     with m.If(held_valid):
@@ -147,7 +168,6 @@ def connect_read_port(m, port, request, response, *, name):
 
     with m.If(accept):
         m.d.sync += port_valid.eq(1)
-        m.d.sync += [port_side[key].eq(request.payload[key]) for key, _ in side]
     with m.Elif(~held_valid & response.ready):
         m.d.sync += port_valid.eq(0)
     with m.If(held_valid):
@@ -170,9 +190,9 @@ class RowMemory(wiring.Component):
     Writes are always accepted (``w.ready`` is constantly high) and take effect at the end of
     the cycle that accepts them. Reads are served in order: the response to a request accepted
     in cycle t is presented from cycle t + 1 (``read_latency``), and is held, unchanged, until
-    taken. While ``r_data.ready`` stays high, a request is accepted every cycle; up to two
-    responses wait, and ``r_addr.ready`` does not depend on ``r_data.ready``
-    (:func:`connect_read_port`).
+    taken. While ``r_data.ready`` stays high, a request is accepted every cycle. With
+    ``read_buffer`` (the default) up to two responses wait, and ``r_addr.ready`` does not depend
+    on ``r_data.ready`` (:func:`connect_read_port`).
 
     Ordering: a read returns the row as written by every write accepted in the same cycle or
     earlier (``write_latency`` = 0 cycles or more before the read). Writes accepted later, even
@@ -188,6 +208,10 @@ class RowMemory(wiring.Component):
         Writes carry a byte mask (``RowWrite(..., masked=True)``).
     tag : shape-castable or None
         Read requests carry a ``tag`` of this shape to their responses.
+    read_buffer : bool
+        Let two responses wait, so that ``r_addr.ready`` does not depend on ``r_data.ready``
+        (default True; :func:`connect_read_port`). Without it one response waits, and a
+        request is accepted only when the waiting response is taken in the same cycle.
 
     Members
     -------
@@ -198,12 +222,15 @@ class RowMemory(wiring.Component):
     r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), width), tag=tag)))
         Read responses, one per request, in order.
     """
-    def __init__(self, width, depth, *, masked=False, tag=None):
+    def __init__(self, width, depth, *, masked=False, tag=None, read_buffer=True):
         check_int(self, "Width", width, 1, MAX_WIDTH)
         check_int(self, "Depth", depth, 1, MAX_DEPTH)
         if not isinstance(masked, bool):
             self._MustUse__silence = True
             raise TypeError(f"masked must be a bool, not {masked!r}")
+        if not isinstance(read_buffer, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"read_buffer must be a bool, not {read_buffer!r}")
         if tag is not None:
             try:
                 Shape.cast(tag)
@@ -214,6 +241,7 @@ class RowMemory(wiring.Component):
         self._depth = depth
         self._masked = masked
         self._tag = tag
+        self._read_buffer = read_buffer
         self._row = data.ArrayLayout(unsigned(8), width)
         super().__init__({
             "w":      In(stream.Signature(RowWrite(self._row, depth, masked=masked))),
@@ -238,6 +266,11 @@ class RowMemory(wiring.Component):
     def tag(self):
         """The shape of the tag that read requests carry, or None."""
         return self._tag
+
+    @property
+    def read_buffer(self):
+        """Whether two responses can wait (:func:`connect_read_port`)."""
+        return self._read_buffer
 
     @property
     def row_layout(self):
@@ -272,7 +305,8 @@ class RowMemory(wiring.Component):
             m.d.comb += write.en.eq(Mux(self.w.valid, self.w.payload.mask, 0))
         else:
             m.d.comb += write.en.eq(self.w.valid)
-        connect_read_port(m, read, self.r_addr, self.r_data, name="read")
+        connect_read_port(m, read, self.r_addr, self.r_data, name="read",
+                          buffer=self._read_buffer)
 
         return m
 
@@ -296,6 +330,8 @@ class UnifiedBuffer(RowMemory):
     tag : shape-castable or None
         Read requests carry a ``tag`` of this shape to their responses (the MATMUL unit's row
         flags).
+    read_buffer : bool
+        Let two responses wait (default True; :class:`RowMemory`).
 
     Members
     -------
@@ -306,9 +342,9 @@ class UnifiedBuffer(RowMemory):
     r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), rows), tag=tag)))
         Read responses, one per request, in order.
     """
-    def __init__(self, rows=8, depth=1024, *, masked=False, tag=None):
+    def __init__(self, rows=8, depth=1024, *, masked=False, tag=None, read_buffer=True):
         check_int(self, "Row count", rows, 1, MAX_WIDTH)
-        super().__init__(rows, depth, masked=masked, tag=tag)
+        super().__init__(rows, depth, masked=masked, tag=tag, read_buffer=read_buffer)
 
     @property
     def rows(self):

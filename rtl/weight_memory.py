@@ -20,6 +20,8 @@ class WeightMemory(RowMemory):
         C, bytes per row (the MXU's column count), 1 to ``MAX_WIDTH``.
     depth : int
         Number of rows, 1 to ``MAX_DEPTH``.
+    read_buffer : bool
+        Let two responses wait (default True; :class:`rtl.unified_buffer.RowMemory`).
 
     Members
     -------
@@ -30,9 +32,9 @@ class WeightMemory(RowMemory):
     r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), cols))))
         Read responses, one per request, in order.
     """
-    def __init__(self, cols=8, depth=1024):
+    def __init__(self, cols=8, depth=1024, *, read_buffer=True):
         check_int(self, "Column count", cols, 1, MAX_WIDTH)
-        super().__init__(cols, depth)
+        super().__init__(cols, depth, read_buffer=read_buffer)
 
     @property
     def cols(self):

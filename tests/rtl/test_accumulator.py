@@ -12,10 +12,15 @@ INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 #: Sums worth writing on purpose: both ends of int32 and their neighbours, and around zero.
 EDGE_SUMS = [INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX]
 
-#: Both read-modify-write pipelines: with the block RAM's output registered (ECP5, Gowin) and
-#: without (iCE40).
+#: Both builds of the memory: with the block RAM's output registered in the read-modify-write
+#: pipeline and two read responses buffered (ECP5, Gowin), and with neither (iCE40).
 READ_REGISTER = pytest.mark.parametrize("read_register", [True, False],
                                         ids=["read_register", "no_read_register"])
+
+
+def built(cols, depth, read_register):
+    """The memory as a board builds it: both timing options on or both off."""
+    return AccumulatorMemory(cols, depth, read_register=read_register, read_buffer=read_register)
 
 
 def write(addr, row, accumulate):
@@ -46,7 +51,7 @@ def test_random_traffic(cols, depth, read_register):
     rng = np.random.default_rng(cols * 100 + depth)
     writes = random_writes(rng, cols, depth, 60)
     reads = random_reads(rng, depth, 60, writes)
-    run = run_memory(AccumulatorMemory(cols, depth, read_register=read_register), AccumulatorModel(cols, depth), writes,
+    run = run_memory(built(cols, depth, read_register), AccumulatorModel(cols, depth), writes,
                      reads, idle=0.3, stall=0.3, seed=cols + depth)
     assert run.responses == run.expected
 
@@ -59,7 +64,7 @@ def test_hazards_with_concurrent_reads(idle, stall, read_register):
     rng = np.random.default_rng(int(idle * 10 + stall * 100) + 1)
     writes = random_writes(rng, cols, depth, 80)
     reads = random_reads(rng, depth, 80, writes)
-    run = run_memory(AccumulatorMemory(cols, depth, read_register=read_register), AccumulatorModel(cols, depth), writes,
+    run = run_memory(built(cols, depth, read_register), AccumulatorModel(cols, depth), writes,
                      reads, idle=idle, stall=stall, seed=7)
     assert run.responses == run.expected
 
@@ -73,7 +78,7 @@ def test_back_to_back_accumulates_to_one_entry(gap, read_register):
     # One write per cycle must hold with gap 0.
     cols, depth = 3, 4
     rng = np.random.default_rng(gap)
-    dut = AccumulatorMemory(cols, depth, read_register=read_register)
+    dut = built(cols, depth, read_register)
     writes = [write(2, rng.integers(-1000, 1000, cols), 0)]
     writes += [write(2, rng.integers(-1000, 1000, cols), 1) for _ in range(15)]
     # Writes to a neighbour in between must not be taken for the entry's own.
@@ -95,7 +100,7 @@ def test_full_rate_mixed_addresses(read_register):
     rng = np.random.default_rng(31)
     addresses = [0, 0, 0, 1, 0, 1, 0, 2, 1, 0, 3, 3, 2, 2, 3, 1, 1, 1, 0]
     writes = [write(a, rng.integers(-10**6, 10**6, cols), 1) for a in addresses]
-    run = run_memory(AccumulatorMemory(cols, depth, read_register=read_register), AccumulatorModel(cols, depth), writes,
+    run = run_memory(built(cols, depth, read_register), AccumulatorModel(cols, depth), writes,
                      read_all(depth), read_delay=len(writes) + 3)
     assert run.responses == run.expected
     assert np.all(np.diff(run.write_cycles) == 1)
@@ -108,7 +113,7 @@ def test_wrap_around_at_edges(idle, stall, read_register):
     rng = np.random.default_rng(41)
     writes = random_writes(rng, cols, depth, 60, edges=True, accumulate=0.8)
     reads = random_reads(rng, depth, 60, writes)
-    run = run_memory(AccumulatorMemory(cols, depth, read_register=read_register), AccumulatorModel(cols, depth), writes,
+    run = run_memory(built(cols, depth, read_register), AccumulatorModel(cols, depth), writes,
                      reads, idle=idle, stall=stall, seed=5)
     assert run.responses == run.expected
 
@@ -121,7 +126,7 @@ def test_wrap_rule(read_register):
     seconds = [1, -1, INT32_MIN, INT32_MAX]
     cols, depth = len(firsts), 1
     writes = [write(0, firsts, 0), write(0, seconds, 1)]
-    run = run_memory(AccumulatorMemory(cols, depth, read_register=read_register), AccumulatorModel(cols, depth), writes,
+    run = run_memory(built(cols, depth, read_register), AccumulatorModel(cols, depth), writes,
                      [(0, True)], read_delay=5)
     assert run.responses == run.expected
     assert run.responses[0][0] == list(wrap_int32(np.add(firsts, seconds, dtype=np.int64)))
@@ -136,7 +141,7 @@ def test_read_write_ordering(read_register):
     # ones, which are still in the pipeline. Reads of an entry on every cycle around a write
     # show exactly when the change appears.
     cols, depth = 2, 2
-    dut = AccumulatorMemory(cols, depth, read_register=read_register)
+    dut = built(cols, depth, read_register)
     old, new = [5, -7], [INT32_MAX, 100]
     writes = [write(1, old, 0), write(1, new, 1)]
     reads = [(1, False)] * 6
@@ -160,7 +165,7 @@ def test_read_write_ordering(read_register):
 def test_read_throughput_and_latency(read_register):
     cols, depth = 3, 8
     rng = np.random.default_rng(43)
-    dut = AccumulatorMemory(cols, depth, read_register=read_register)
+    dut = built(cols, depth, read_register)
     writes = random_writes(rng, cols, depth, 40)
     reads = random_reads(rng, depth, 40, writes)
     run = run_memory(dut, AccumulatorModel(cols, depth), writes, reads)
@@ -203,6 +208,8 @@ def test_interface():
 def test_bad_read_register():
     with pytest.raises(TypeError, match="Read register must be a bool, not 1"):
         AccumulatorMemory(4, 4, read_register=1)
+    with pytest.raises(TypeError, match="read_buffer must be a bool, not 'yes'"):
+        AccumulatorMemory(4, 4, read_buffer="yes")
 
 
 @pytest.mark.parametrize("cols, depth, error, message", [

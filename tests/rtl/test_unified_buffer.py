@@ -130,11 +130,13 @@ def random_reads(rng, depth, count, writes):
 
 
 @pytest.mark.parametrize("rows, depth", [(1, 1), (1, 8), (4, 1), (3, 5), (8, 16), (16, 64)])
-def test_random_traffic(rows, depth):
+@pytest.mark.parametrize("read_buffer", [True, False])
+def test_random_traffic(rows, depth, read_buffer):
     rng = np.random.default_rng(rows * 1000 + depth)
     writes = byte_writes(rng, rows, depth, 60)
     reads = random_reads(rng, depth, 60, writes)
-    run = run_memory(UnifiedBuffer(rows, depth), UnifiedBufferModel(rows, depth), writes, reads,
+    dut = UnifiedBuffer(rows, depth, read_buffer=read_buffer)
+    run = run_memory(dut, UnifiedBufferModel(rows, depth), writes, reads,
                      idle=0.3, stall=0.3, seed=rows + depth)
     assert run.responses == run.expected
 
@@ -181,21 +183,27 @@ def test_throughput_and_latency():
     assert np.all(np.subtract(run.response_cycles, run.read_cycles) == dut.read_latency)
 
 
-def test_backpressure_keeps_order():
+@pytest.mark.parametrize("read_buffer", [True, False])
+def test_backpressure_keeps_order(read_buffer):
     # Under heavy backpressure no response is lost or reordered, and a request waits only while
-    # the response register is full.
+    # the response registers are full.
     rows, depth = 2, 8
     rng = np.random.default_rng(13)
     writes = byte_writes(rng, rows, depth, 30)
     reads = random_reads(rng, depth, 30, writes)
-    run = run_memory(UnifiedBuffer(rows, depth), UnifiedBufferModel(rows, depth), writes, reads,
+    dut = UnifiedBuffer(rows, depth, read_buffer=read_buffer)
+    run = run_memory(dut, UnifiedBufferModel(rows, depth), writes, reads,
                      stall=0.8, read_delay=35)
     assert run.responses == run.expected
     assert np.all(np.array(run.response_cycles) > np.array(run.read_cycles))
-    # Two responses wait at most: with requests always offered, request k + 2 is accepted in
-    # the cycle after response k is taken (not in the same one: `ready` is a flip-flop).
-    assert run.read_cycles[1] == run.read_cycles[0] + 1
-    assert run.read_cycles[2:] == [cycle + 1 for cycle in run.response_cycles[:-2]]
+    if read_buffer:
+        # Two responses wait at most: with requests always offered, request k + 2 is accepted
+        # in the cycle after response k is taken (not in the same one: `ready` is a flip-flop).
+        assert run.read_cycles[1] == run.read_cycles[0] + 1
+        assert run.read_cycles[2:] == [cycle + 1 for cycle in run.response_cycles[:-2]]
+    else:
+        # One waits: the next request is accepted in the very cycle its predecessor is taken.
+        assert run.read_cycles[1:] == run.response_cycles[:-1]
 
 
 @pytest.mark.parametrize("make", [
@@ -203,7 +211,7 @@ def test_backpressure_keeps_order():
     lambda: WeightMemory(2, 4),
     lambda: AccumulatorMemory(2, 4),
     lambda: AccumulatorMemory(1, 2, read_register=False),
-], ids=["ub", "wm", "acc", "acc-no-register"])
+], ids=["ub", "wm", "acc", "acc-no-read-register"])
 def test_request_ready_ignores_response_ready(make):
     # The read port's `r_addr.ready` (and so the block RAM's enable) must not follow the
     # consumer's `r_data.ready` within a cycle: both values of `r_data.ready` give the same
@@ -338,6 +346,8 @@ def test_row_memory_bad_parameters():
         RowMemory(4, None)
     with pytest.raises(TypeError, match="tag must be a shape or None, not 'first'"):
         RowMemory(4, 4, tag="first")
+    with pytest.raises(TypeError, match="read_buffer must be a bool, not 1"):
+        RowMemory(4, 4, read_buffer=1)
 
 
 # Byte-masked writes ---------------------------------------------------------------------------
