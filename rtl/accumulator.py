@@ -129,8 +129,9 @@ class AccumulatorMemory(wiring.Component):
 
     @property
     def read_latency(self):
-        """Cycles from accepting a read request to presenting its response (no stall)."""
-        return 1
+        """Cycles from accepting a read request to presenting its response (no stall): 2 with
+        ``read_buffer``, else 1."""
+        return 2 if self._read_buffer else 1
 
     @property
     def write_latency(self):

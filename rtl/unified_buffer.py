@@ -103,29 +103,30 @@ class ReadResponse(data.StructLayout):
 def connect_read_port(m, port, request, response, *, name, buffer=True):
     """Serve ``request`` (a :class:`ReadRequest` stream) from the synchronous read ``port``.
 
-    The block RAM reads in the cycle a request is accepted, so its response is presented a
-    cycle later (read latency 1) and one request is accepted per cycle while responses are
-    taken. The port's output register holds a response that waits (the block RAM's enable is
-    low meanwhile).
+    The block RAM reads in the cycle a request is accepted, into its output register; one
+    request is accepted per cycle while responses are taken.
 
-    With ``buffer``, up to two responses wait: an older one moves aside into a ``{name}_held``
-    register of its own when the block RAM reads again. A request is accepted unless both are
-    full, so ``request.ready`` and the block RAM's enable are flip-flops and the requester's
-    ``valid``, never the consumer's ``response.ready``: on large FPGAs that signal would
-    otherwise cross the die to every block RAM of a wide row (the ECP5 16 x 16's critical
-    path). The price is a register and a 2-to-1 multiplexer per bit of a row.
+    Without ``buffer`` (for the smallest FPGAs), that output register is the response: it is
+    presented a cycle after the request (read latency 1) and held, with the block RAM's enable
+    low, until taken. A request is accepted when the register is empty or its response is
+    being taken, so ``request.ready`` follows ``response.ready`` combinationally.
 
-    Without ``buffer`` (for the smallest FPGAs), the output register is the only one: a request
-    is accepted when it is empty or its response is being taken, so ``request.ready`` follows
-    ``response.ready`` combinationally.
+    With ``buffer``, every row moves on from the block RAM, in the cycle after its read, into a
+    two-entry queue of registers (``{name}_out0`` and ``{name}_out1``) that presents the
+    responses (read latency 2). A row waits in the block RAM only while the queue is full. So
+    a request is accepted unless the block RAM and the queue are both full: ``request.ready``,
+    the block RAM's enable and the queue's write enables are flip-flops and the requester's
+    ``valid``, never the consumer's ``response.ready``, and the block RAM's slow output (ECP5:
+    5.8 ns from the clock) ends at a register that can sit beside it, not in the consumer's
+    logic across the die. The price is two registers per bit of a row and a cycle of latency.
 
     Make the port transparent for the memory's write port: block RAMs leave a read of the entry
     being written (through another port) undefined, so Yosys emulates either choice, and a
     transparent port needs one register for the row plus a multiplexer, while the default
     (return the old row) also delays every write by a cycle.
     """
-    # `port_`: a response in the port's output register; `held`: an older one, moved aside.
-    # Every request field but the address (`last`, `tag`) goes along with the row.
+    # `port_`: the row in the block RAM's output register. Every request field but the address
+    # (`last`, `tag`) goes along with it.
     side = data.StructLayout({key: field.shape for key, field in request.payload.shape()
                               if key != "addr"})
     port_valid = Signal(name=f"{name}_port_valid")
@@ -152,30 +153,38 @@ def connect_read_port(m, port, request, response, *, name, buffer=True):
             m.d.sync += port_valid.eq(request.valid)
         return
 
-    held_valid = Signal(name=f"{name}_held_valid")
-    held = Signal(response.payload.shape(), name=f"{name}_held", reset_less=True)
-    m.d.comb += [
-        request.ready.eq(~(port_valid & held_valid)),
-        response.valid.eq(port_valid | held_valid),
-    ]
-    with m.If(held_valid):
-        m.d.comb += response.payload.eq(held)
-    with m.Else():
-        m.d.comb += from_port(response.payload)
-    # Copy while empty, not only when a response must move aside: the enable is a flip-flop.
-    with m.If(~held_valid):
-        m.d.sync += from_port(held)
+    # The queue: entries written at `out_write` and presented from `out_read`, `out_count` of
+    # them in use, `out_full` a flip-flop copy of `out_count == 2`.
+    out = [Signal(response.payload.shape(), name=f"{name}_out{k}", reset_less=True)
+           for k in range(2)]
+    out_write = Signal(name=f"{name}_out_write")
+    out_read  = Signal(name=f"{name}_out_read")
+    out_count = Signal(range(3), name=f"{name}_out_count")
+    out_full  = Signal(name=f"{name}_out_full")
 
+    move = port_valid & ~out_full           # the block RAM's row enters the queue
+    take = response.valid & response.ready
+    m.d.comb += [
+        request.ready.eq(~(port_valid & out_full)),
+        response.valid.eq(out_count != 0),
+        response.payload.eq(Mux(out_read, out[1], out[0])),
+    ]
     with m.If(accept):
         m.d.sync += port_valid.eq(1)
-    with m.Elif(~held_valid & response.ready):
+    with m.Elif(move):
         m.d.sync += port_valid.eq(0)
-    with m.If(held_valid):
-        with m.If(response.ready):
-            m.d.sync += held_valid.eq(0)
-    with m.Elif(port_valid & accept & ~response.ready):
-        # The port's response is about to be overwritten and nobody takes it.
-        m.d.sync += held_valid.eq(1)
+    for k in range(2):
+        with m.If(move & (out_write == k)):
+            m.d.sync += from_port(out[k])
+    with m.If(move):
+        m.d.sync += out_write.eq(~out_write)
+    with m.If(take):
+        m.d.sync += out_read.eq(~out_read)
+    count = out_count + move - take
+    m.d.sync += [
+        out_count.eq(count),
+        out_full.eq(count == 2),
+    ]
 
 
 class RowMemory(wiring.Component):
@@ -279,8 +288,9 @@ class RowMemory(wiring.Component):
 
     @property
     def read_latency(self):
-        """Cycles from accepting a read request to presenting its response (no stall)."""
-        return 1
+        """Cycles from accepting a read request to presenting its response (no stall): 2 with
+        ``read_buffer``, else 1."""
+        return 2 if self._read_buffer else 1
 
     @property
     def write_latency(self):

@@ -194,13 +194,13 @@ def test_model():
 
 def test_interface():
     dut = AccumulatorMemory(cols=5, depth=9)
-    assert (dut.cols, dut.depth, dut.read_latency, dut.write_latency) == (5, 9, 1, 3)
+    assert (dut.cols, dut.depth, dut.read_latency, dut.write_latency) == (5, 9, 2, 3)
     assert dut.read_register
     assert len(dut.w.payload.data) == 5 and len(dut.r_data.payload.data) == 5
     assert len(dut.w.payload.addr) == 4 and len(dut.w.payload.accumulate) == 1
     assert dut.r_data.payload.data[0].shape().signed
     Fragment.get(dut, None)
-    dut = AccumulatorMemory(cols=5, depth=9, read_register=False)
+    dut = AccumulatorMemory(cols=5, depth=9, read_register=False, read_buffer=False)
     assert (dut.read_latency, dut.write_latency, dut.read_register) == (1, 2, False)
     Fragment.get(dut, None)
 

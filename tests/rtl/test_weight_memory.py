@@ -53,7 +53,10 @@ def test_interface():
     dut = WeightMemory(cols=3, depth=5)
     assert (dut.cols, dut.width, dut.depth) == (3, 3, 5)
     assert isinstance(dut, RowMemory)
-    assert (dut.read_latency, dut.write_latency) == (1, 0)
+    assert (dut.read_latency, dut.write_latency) == (2, 0)
+    unbuffered = WeightMemory(cols=3, depth=5, read_buffer=False)
+    assert unbuffered.read_latency == 1
+    Fragment.get(unbuffered, None)
     assert len(dut.w.payload.data) == 3 and len(dut.r_data.payload.data) == 3
     assert len(dut.w.payload.addr) == 3
     Fragment.get(dut, None)
