@@ -49,8 +49,9 @@ class Accelerator(wiring.Component):
         flip-flops), the PPU's ``operand_stage`` (:class:`rtl.ppu.PostProcessor`, a cycle
         more of latency) and the register of rows on their way from the accumulator to the PPU
         (:class:`rtl.controller.ActivateUnit`'s ``row_register``, ``32 * C`` flip-flops), and
-        the memories' ``read_buffer`` (a second response register per read port, so that no
-        consumer's ``ready`` reaches a block RAM's enable). The smallest FPGA has no room for
+        the memories' ``read_buffer`` (a queue of two registers after each read port, so that
+        no consumer's ``ready`` reaches a block RAM's enable and no block RAM output a
+        consumer's logic; a cycle more of read latency). The smallest FPGA has no room for
         them. Programs compute the same either way.
 
     Members

@@ -56,8 +56,9 @@ class AccumulatorMemory(wiring.Component):
     read port).
 
     Reads use a second read port of the same storage (synthesis duplicates the block RAM for
-    it) and behave as in :class:`rtl.unified_buffer.RowMemory`: one-cycle latency, one per
-    cycle, responses held until taken, two of them with ``read_buffer``.
+    it) and behave as in :class:`rtl.unified_buffer.RowMemory`: one per cycle, responses held
+    until taken, latency 2 with ``read_buffer`` (a queue of registers after the block RAM), 1
+    without.
 
     Ordering: a read accepted in cycle t returns the row as updated by exactly the writes
     accepted in cycles up to t - ``write_latency`` (2, or 3 with ``read_register``); more recent
@@ -74,8 +75,9 @@ class AccumulatorMemory(wiring.Component):
         cycle of ``write_latency`` and about ``3 * 32 * cols`` flip-flops, which the smallest
         FPGAs cannot spare.
     read_buffer : bool
-        Let two read responses wait, so that ``r_addr.ready`` does not depend on
-        ``r_data.ready`` (default True; :func:`rtl.unified_buffer.connect_read_port`).
+        Pass read responses through a queue of two registers, so that ``r_addr.ready`` does not
+        depend on ``r_data.ready`` (default True; read latency 2;
+        :func:`rtl.unified_buffer.connect_read_port`).
 
     Members
     -------

@@ -120,8 +120,8 @@ class WeightLoader(wiring.Component):
     """Executes LOAD_WEIGHTS: reads R weight rows and shifts them into the MXU's shadow bank.
 
     The MXU holds ``w`` off while its shadow bank is still in use or already holds a tile that
-    waits for its swap; the loader simply waits. Rows are read ahead of the MXU by at most the
-    two that the read port holds.
+    waits for its swap; the loader simply waits. Rows are read ahead of the MXU only by the few
+    that the read port holds.
 
     Parameters
     ----------
@@ -614,7 +614,7 @@ def _share_read_port(m, name, request, response, users):
     ``claim`` pulses when an instruction that makes it send requests issues; ``select``, a
     flip-flop, then names it, so no user's handshake depends on another user's ``valid``.
     A user's request waits while the port holds responses of another user, so the responses
-    waiting (up to two, :func:`rtl.unified_buffer.connect_read_port`) all belong to ``owner``,
+    due (up to three, :func:`rtl.unified_buffer.connect_read_port`) all belong to ``owner``,
     the user of the last request accepted, and ``owner`` routes them to it. The port's
     ``ready`` is a flip-flop, so no user's request handshake depends on any consumer's
     ``ready``. Users that do not send a ``tag`` see none.
@@ -625,12 +625,17 @@ def _share_read_port(m, name, request, response, users):
         with m.If(claim):
             m.d.sync += select.eq(k)
     # The port takes user k's request when it has room and holds no other user's responses.
-    free = [request.ready & (~response.valid | (owner == k)) for k in range(len(users))]
+    # With a read latency of 2, a row read last cycle may not show in `response.valid` yet
+    # (it is in the block RAM, on its way into the empty queue): `sent` covers that cycle.
+    sent = Signal(name=f"{name}_sent")
+    m.d.sync += sent.eq(request.valid & request.ready)
+    quiet = ~response.valid & ~sent
+    free = [request.ready & (quiet | (owner == k)) for k in range(len(users))]
     with m.Switch(select):
         for k, (user_request, _, _) in enumerate(users):
             with m.Case(k):
                 m.d.comb += [
-                    request.valid.eq(user_request.valid & (~response.valid | (owner == k))),
+                    request.valid.eq(user_request.valid & (quiet | (owner == k))),
                     request.payload.addr.eq(user_request.payload.addr),
                     request.payload.last.eq(user_request.payload.last),
                 ]

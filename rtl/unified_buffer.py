@@ -198,10 +198,11 @@ class RowMemory(wiring.Component):
 
     Writes are always accepted (``w.ready`` is constantly high) and take effect at the end of
     the cycle that accepts them. Reads are served in order: the response to a request accepted
-    in cycle t is presented from cycle t + 1 (``read_latency``), and is held, unchanged, until
+    in cycle t is presented from cycle t + ``read_latency``, and is held, unchanged, until
     taken. While ``r_data.ready`` stays high, a request is accepted every cycle. With
-    ``read_buffer`` (the default) up to two responses wait, and ``r_addr.ready`` does not depend
-    on ``r_data.ready`` (:func:`connect_read_port`).
+    ``read_buffer`` (the default) the latency is 2, up to three responses are due, and
+    ``r_addr.ready`` does not depend on ``r_data.ready``; without it the latency is 1
+    (:func:`connect_read_port`).
 
     Ordering: a read returns the row as written by every write accepted in the same cycle or
     earlier (``write_latency`` = 0 cycles or more before the read). Writes accepted later, even
@@ -218,9 +219,11 @@ class RowMemory(wiring.Component):
     tag : shape-castable or None
         Read requests carry a ``tag`` of this shape to their responses.
     read_buffer : bool
-        Let two responses wait, so that ``r_addr.ready`` does not depend on ``r_data.ready``
-        (default True; :func:`connect_read_port`). Without it one response waits, and a
-        request is accepted only when the waiting response is taken in the same cycle.
+        Pass every row through a queue of two registers, so that ``r_addr.ready`` does not
+        depend on ``r_data.ready`` and the block RAM's output ends at a register (default
+        True; read latency 2; :func:`connect_read_port`). Without it the block RAM's output
+        register is the response (read latency 1), and a request is accepted only when it is
+        empty or its response is taken in the same cycle.
 
     Members
     -------
@@ -278,7 +281,7 @@ class RowMemory(wiring.Component):
 
     @property
     def read_buffer(self):
-        """Whether two responses can wait (:func:`connect_read_port`)."""
+        """Whether rows pass through a queue of registers (:func:`connect_read_port`)."""
         return self._read_buffer
 
     @property
@@ -341,7 +344,7 @@ class UnifiedBuffer(RowMemory):
         Read requests carry a ``tag`` of this shape to their responses (the MATMUL unit's row
         flags).
     read_buffer : bool
-        Let two responses wait (default True; :class:`RowMemory`).
+        Pass rows through a queue of registers (default True; :class:`RowMemory`).
 
     Members
     -------

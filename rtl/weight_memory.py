@@ -21,7 +21,8 @@ class WeightMemory(RowMemory):
     depth : int
         Number of rows, 1 to ``MAX_DEPTH``.
     read_buffer : bool
-        Let two responses wait (default True; :class:`rtl.unified_buffer.RowMemory`).
+        Pass rows through a queue of registers (default True;
+        :class:`rtl.unified_buffer.RowMemory`).
 
     Members
     -------

@@ -6,14 +6,16 @@ import struct
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment
+from amaranth.hdl import Elaboratable, Fragment, Module, Signal
+from amaranth.lib import stream
 
 from firmware.isa import (SYNC_WORD, Counter, ErrorCode, Flag, Geometry, Instruction, Opcode,
                           Response, Tag, ppu_config_bytes, unpack_ppu_config)
 from rtl.accelerator import Accelerator
-from rtl.controller import MATMUL_QUEUE, Controller
+from rtl.controller import MATMUL_QUEUE, Controller, _share_read_port
 from rtl.counters import PerformanceCounters
 from rtl.host_link import (PayloadKind, PayloadReceiver, ResponseKind, ResponseSender)
+from rtl.unified_buffer import ReadRequest, ReadResponse, UnifiedBuffer
 from sim.accelerator_driver import run_accelerator
 from sim.golden.accelerator import AcceleratorModel
 from sim.stream import stream_get_n, stream_put_all
@@ -814,3 +816,69 @@ def test_set_ppu_error_index():
     packets = run(program, G23)
     assert packets == [status(ErrorCode.OK, 0), status(M, 2), status(M, 2), status(M, 0),
                        status(M, 0)]
+
+
+class SharedPortBench(Elaboratable):
+    """A unified buffer whose read port two users share through ``_share_read_port``."""
+    def __init__(self, read_buffer):
+        self.ub = UnifiedBuffer(2, 8, read_buffer=read_buffer)
+        self.requests = [stream.Signature(ReadRequest(8)).flip().create() for _ in range(2)]
+        self.responses = [stream.Signature(ReadResponse(self.ub.row_layout)).create()
+                          for _ in range(2)]
+        self.claims = [Signal(name=f"claim{k}") for k in range(2)]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ub = self.ub
+        _share_read_port(m, "shared", self.ub.r_addr, self.ub.r_data,
+                         list(zip(self.requests, self.responses, self.claims)))
+        return m
+
+
+@pytest.mark.parametrize("read_buffer", [True, False])
+@pytest.mark.parametrize("gap", [0, 1, 2, 3])
+def test_shared_port_hands_over(read_buffer, gap):
+    # User 1 claims the port in the very cycle user 0's last request is accepted and sends a
+    # request `gap` cycles after that: each user gets exactly its own row, even while user 0's
+    # is still in the block RAM and not yet visible as a response (read latency 2).
+    dut = SharedPortBench(read_buffer)
+    got = [[], []]
+
+    async def collect(ctx):
+        async for _, _, *sampled in ctx.tick().sample(*(r.valid for r in dut.responses),
+                                                      *(r.payload.data for r in dut.responses)):
+            for k in range(2):
+                if sampled[k]:
+                    got[k].append([int(v) for v in sampled[2 + k]])
+
+    async def testbench(ctx):
+        for addr in range(8):
+            ctx.set(dut.ub.w.valid, 1)
+            ctx.set(dut.ub.w.payload, {"addr": addr, "data": [addr, addr + 100]})
+            await ctx.tick()
+        ctx.set(dut.ub.w.valid, 0)
+        for response in dut.responses:
+            ctx.set(response.ready, 1)
+        ctx.set(dut.claims[0], 1)
+        await ctx.tick()
+        ctx.set(dut.claims[0], 0)
+        ctx.set(dut.requests[0].valid, 1)
+        ctx.set(dut.requests[0].payload, {"addr": 3, "last": 1})
+        while not ctx.get(dut.requests[0].ready):
+            await ctx.tick()
+        ctx.set(dut.claims[1], 1)
+        await ctx.tick()
+        ctx.set(dut.requests[0].valid, 0)
+        ctx.set(dut.claims[1], 0)
+        if gap:
+            await ctx.tick().repeat(gap)
+        ctx.set(dut.requests[1].valid, 1)
+        ctx.set(dut.requests[1].payload, {"addr": 5, "last": 1})
+        while not ctx.get(dut.requests[1].ready):
+            await ctx.tick()
+        await ctx.tick()
+        ctx.set(dut.requests[1].valid, 0)
+        await ctx.tick().repeat(8)
+
+    simulate(dut, [testbench], [collect])
+    assert got == [[[3, 103]], [[5, 105]]]
