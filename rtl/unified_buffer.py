@@ -154,13 +154,13 @@ def connect_read_port(m, port, request, response, *, name, buffer=True):
         return
 
     # The queue: entries written at `out_write` and presented from `out_read`, `out_count` of
-    # them in use, `out_full` a flip-flop copy of `out_count == 2`.
+    # them in use (its bit 1 alone says "full": it counts to 2 at most).
     out = [Signal(response.payload.shape(), name=f"{name}_out{k}", reset_less=True)
            for k in range(2)]
     out_write = Signal(name=f"{name}_out_write")
     out_read  = Signal(name=f"{name}_out_read")
     out_count = Signal(range(3), name=f"{name}_out_count")
-    out_full  = Signal(name=f"{name}_out_full")
+    out_full  = out_count[1]
 
     move = port_valid & ~out_full           # the block RAM's row enters the queue
     take = response.valid & response.ready
@@ -180,11 +180,7 @@ def connect_read_port(m, port, request, response, *, name, buffer=True):
         m.d.sync += out_write.eq(~out_write)
     with m.If(take):
         m.d.sync += out_read.eq(~out_read)
-    count = out_count + move - take
-    m.d.sync += [
-        out_count.eq(count),
-        out_full.eq(count == 2),
-    ]
+    m.d.sync += out_count.eq(out_count + move - take)
 
 
 class RowMemory(wiring.Component):
