@@ -606,6 +606,13 @@ class ActivateUnit(wiring.Component):
         return m
 
 
+def _common_fields(target, source):
+    """Assign each member of the view ``target`` that the view ``source`` also has (a read
+    port's ``tag`` is only there for the users that send one)."""
+    members = source.shape().members
+    return [target[key].eq(source[key]) for key in target.shape().members if key in members]
+
+
 def _share_read_port(m, name, request, response, users):
     """Serve the read port ``request``/``response`` to ``users``, (request, response, claim)
     triples.
@@ -636,11 +643,8 @@ def _share_read_port(m, name, request, response, users):
             with m.Case(k):
                 m.d.comb += [
                     request.valid.eq(user_request.valid & (quiet | (owner == k))),
-                    request.payload.addr.eq(user_request.payload.addr),
-                    request.payload.last.eq(user_request.payload.last),
+                    *_common_fields(request.payload, user_request.payload),
                 ]
-                if "tag" in user_request.payload.shape().members:
-                    m.d.comb += request.payload.tag.eq(user_request.payload.tag)
     with m.Switch(owner):
         for k, (_, user_response, _) in enumerate(users):
             with m.Case(k):
@@ -649,11 +653,8 @@ def _share_read_port(m, name, request, response, users):
         m.d.comb += [
             user_request.ready.eq(free[k] & (select == k)),
             user_response.valid.eq(response.valid & (owner == k)),
-            user_response.payload.data.eq(response.payload.data),
-            user_response.payload.last.eq(response.payload.last),
+            *_common_fields(user_response.payload, response.payload),
         ]
-        if "tag" in user_response.payload.shape().members:
-            m.d.comb += user_response.payload.tag.eq(response.payload.tag)
     with m.If(request.valid & request.ready):
         m.d.sync += owner.eq(select)
 
