@@ -51,7 +51,8 @@ class Accelerator(wiring.Component):
         (:class:`rtl.controller.ActivateUnit`'s ``row_register``, ``32 * C`` flip-flops), and
         the memories' ``read_buffer`` (a queue of two registers after each read port, so that
         no consumer's ``ready`` reaches a block RAM's enable and no block RAM output a
-        consumer's logic; a cycle more of read latency). The smallest FPGA has no room for
+        consumer's logic; a cycle more of read latency) and ``output_register`` (the block
+        RAM's own, which ECP5 builds fold into it; another cycle). The smallest FPGA has no room for
         them. Programs compute the same either way.
 
     Members
@@ -107,12 +108,13 @@ class Accelerator(wiring.Component):
             g, counter_bits=self._counter_bits, row_register=self._timing_registers)
         m.submodules.unified_buffer = ub = UnifiedBuffer(
             g.rows, g.ub_depth, masked=True, tag=MatmulRowTag(),
-            read_buffer=self._timing_registers)
+            read_buffer=self._timing_registers, output_register=self._timing_registers)
         m.submodules.weight_memory  = wm = WeightMemory(
-            g.cols, g.wm_depth, read_buffer=self._timing_registers)
+            g.cols, g.wm_depth, read_buffer=self._timing_registers,
+            output_register=self._timing_registers)
         m.submodules.accumulator    = acc = AccumulatorMemory(
             g.cols, g.acc_depth, read_register=self._timing_registers,
-            read_buffer=self._timing_registers)
+            read_buffer=self._timing_registers, output_register=self._timing_registers)
         m.submodules.mxu            = mxu = MatrixUnit(g.rows, g.cols)
         m.submodules.ppu            = ppu = PostProcessor(
             g.cols, self._ppu_lanes, operand_stage=self._timing_registers)

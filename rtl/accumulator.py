@@ -6,7 +6,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .params import check_int
-from .unified_buffer import MAX_DEPTH, MAX_WIDTH, ReadRequest, ReadResponse, connect_read_port
+from .unified_buffer import (COLLISIONS_BYPASSED, MAX_DEPTH, MAX_WIDTH, ReadRequest, ReadResponse,
+                             check_read_options, connect_read_port, read_latency)
 
 __all__ = ["AccumulatorWrite", "AccumulatorMemory", "WRITE_LATENCY"]
 
@@ -55,10 +56,10 @@ class AccumulatorMemory(wiring.Component):
     written a cycle ago), and a later one reads the row as it is being written (transparent
     read port).
 
-    Reads use a second read port of the same storage (synthesis duplicates the block RAM for
-    it) and behave as in :class:`rtl.unified_buffer.RowMemory`: one per cycle, responses held
-    until taken, latency 2 with ``read_buffer`` (a queue of registers after the block RAM), 1
-    without.
+    Reads use a copy of the storage that every write updates as well (``out_memory``: block
+    RAMs have too few ports for one) and behave as in :class:`rtl.unified_buffer.RowMemory`:
+    one per cycle, responses held until taken, latency 2 with ``read_buffer`` (a queue of
+    registers after the block RAM), 1 without, one more with ``output_register``.
 
     Ordering: a read accepted in cycle t returns the row as updated by exactly the writes
     accepted in cycles up to t - ``write_latency`` (2, or 3 with ``read_register``); more recent
@@ -78,6 +79,9 @@ class AccumulatorMemory(wiring.Component):
         Pass read responses through a queue of two registers, so that ``r_addr.ready`` does not
         depend on ``r_data.ready`` (default True; read latency 2;
         :func:`rtl.unified_buffer.connect_read_port`).
+    output_register : bool
+        Pass read responses through the copy's own output register as well (default False;
+        read latency 3; needs ``read_buffer``).
 
     Members
     -------
@@ -88,16 +92,16 @@ class AccumulatorMemory(wiring.Component):
     r_data : Out(stream.Signature(ReadResponse(ArrayLayout(signed(32), cols))))
         Read responses, one per request, in order.
     """
-    def __init__(self, cols=8, depth=1024, *, read_register=True, read_buffer=True):
+    def __init__(self, cols=8, depth=1024, *, read_register=True, read_buffer=True,
+                 output_register=False):
         check_int(self, "Column count", cols, 1, MAX_WIDTH)
         check_int(self, "Depth", depth, 1, MAX_DEPTH)
         if not isinstance(read_register, bool):
             self._MustUse__silence = True
             raise TypeError(f"Read register must be a bool, not {read_register!r}")
-        if not isinstance(read_buffer, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"read_buffer must be a bool, not {read_buffer!r}")
+        check_read_options(self, read_buffer, output_register)
         self._read_buffer = read_buffer
+        self._output_register = output_register
         self._cols = cols
         self._depth = depth
         self._read_register = read_register
@@ -125,15 +129,19 @@ class AccumulatorMemory(wiring.Component):
         return self._read_buffer
 
     @property
+    def output_register(self):
+        return self._output_register
+
+    @property
     def row_layout(self):
         """The layout of one row, ``ArrayLayout(signed(32), cols)``."""
         return self._row
 
     @property
     def read_latency(self):
-        """Cycles from accepting a read request to presenting its response (no stall): 2 with
-        ``read_buffer``, else 1."""
-        return 2 if self._read_buffer else 1
+        """Cycles from accepting a read request to presenting its response (no stall): 1, one
+        more with ``read_buffer`` and one more with ``output_register``."""
+        return read_latency(self._read_buffer, self._output_register)
 
     @property
     def write_latency(self):
@@ -146,9 +154,16 @@ class AccumulatorMemory(wiring.Component):
 
         m.submodules.memory = memory = Memory(shape=self._row, depth=depth, init=[])
         write = memory.write_port()
-        # Both read ports are transparent: a read sees the write done in the same cycle.
+        # Transparent: a read sees the write done in the same cycle.
         rmw_read = memory.read_port(transparent_for=(write,))
-        out_read = memory.read_port(transparent_for=(write,))
+        # The copy for reads; with the output register its read port repairs its own
+        # collisions instead (connect_read_port).
+        attrs = {COLLISIONS_BYPASSED: 1} if self._output_register else None
+        m.submodules.out_memory = out_memory = Memory(shape=self._row, depth=depth, init=[],
+                                                      attrs=attrs)
+        out_write = out_memory.write_port()
+        out_read = out_memory.read_port(
+            transparent_for=() if self._output_register else (out_write,))
 
         # Pipeline registers, by stage: `b_` holds the write while its old row is read, `r_`
         # (with the read register) the old row as read and the write, `s_` the sum being
@@ -214,9 +229,13 @@ class AccumulatorMemory(wiring.Component):
             write.en.eq(s_valid),
             write.addr.eq(s.addr),
             write.data.eq(s.row),
+            out_write.en.eq(s_valid),
+            out_write.addr.eq(s.addr),
+            out_write.data.eq(s.row),
         ]
 
         connect_read_port(m, out_read, self.r_addr, self.r_data, name="out_read",
-                          buffer=self._read_buffer)
+                          buffer=self._read_buffer, output_register=self._output_register,
+                          write_port=out_write)
 
         return m

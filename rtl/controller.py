@@ -621,7 +621,7 @@ def _share_read_port(m, name, request, response, users):
     ``claim`` pulses when an instruction that makes it send requests issues; ``select``, a
     flip-flop, then names it, so no user's handshake depends on another user's ``valid``.
     A user's request waits while the port holds responses of another user, so the responses
-    due (up to three, :func:`rtl.unified_buffer.connect_read_port`) all belong to ``owner``,
+    due (up to four, :func:`rtl.unified_buffer.connect_read_port`) all belong to ``owner``,
     the user of the last request accepted, and ``owner`` routes them to it. The port's
     ``ready`` is a flip-flop, so no user's request handshake depends on any consumer's
     ``ready``. Users that do not send a ``tag`` see none.
@@ -632,11 +632,11 @@ def _share_read_port(m, name, request, response, users):
         with m.If(claim):
             m.d.sync += select.eq(k)
     # The port takes user k's request when it has room and holds no other user's responses.
-    # With a read latency of 2, a row read last cycle may not show in `response.valid` yet
-    # (it is in the block RAM, on its way into the empty queue): `sent` covers that cycle.
-    sent = Signal(name=f"{name}_sent")
-    m.d.sync += sent.eq(request.valid & request.ready)
-    quiet = ~response.valid & ~sent
+    # A row can be in the block RAM for a cycle or two before `response.valid` shows it, so
+    # `due` counts the responses accepted and not yet taken.
+    due = Signal(range(5), name=f"{name}_due")
+    m.d.sync += due.eq(due + (request.valid & request.ready) - (response.valid & response.ready))
+    quiet = due == 0
     free = [request.ready & (quiet | (owner == k)) for k in range(len(users))]
     with m.Switch(select):
         for k, (user_request, _, _) in enumerate(users):

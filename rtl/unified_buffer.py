@@ -8,14 +8,18 @@ from amaranth.lib.wiring import In, Out
 from .params import check_int
 
 __all__ = [
-    "MAX_DEPTH", "MAX_WIDTH", "RowWrite", "ReadRequest", "ReadResponse", "connect_read_port",
-    "RowMemory", "UnifiedBuffer",
+    "MAX_DEPTH", "MAX_WIDTH", "COLLISIONS_BYPASSED", "RowWrite", "ReadRequest", "ReadResponse",
+    "connect_read_port", "check_read_options", "RowMemory", "UnifiedBuffer",
 ]
 
 #: The largest number of entries of any on-chip memory (16 Mi rows).
 MAX_DEPTH = 1 << 24
 #: The largest number of elements in one row, as for the MXU's columns.
 MAX_WIDTH = 1 << 16
+#: Attribute of a memory whose read ports repair their own collisions with its write port
+#: (:func:`connect_read_port` with ``output_register``): the build flow tells Yosys that such
+#: a read returns undefined data, so that it adds no logic after the block RAM.
+COLLISIONS_BYPASSED = "puce_collisions_bypassed"
 
 
 class RowWrite(data.StructLayout):
@@ -100,40 +104,53 @@ class ReadResponse(data.StructLayout):
         super().__init__(fields)
 
 
-def connect_read_port(m, port, request, response, *, name, buffer=True):
+def connect_read_port(m, port, request, response, *, name, buffer=True, output_register=False,
+                      write_port=None):
     """Serve ``request`` (a :class:`ReadRequest` stream) from the synchronous read ``port``.
 
-    The block RAM reads in the cycle a request is accepted, into its output register; one
+    The block RAM reads in the cycle a request is accepted, into its output latch; one
     request is accepted per cycle while responses are taken.
 
-    Without ``buffer`` (for the smallest FPGAs), that output register is the response: it is
-    presented a cycle after the request (read latency 1) and held, with the block RAM's enable
-    low, until taken. A request is accepted when the register is empty or its response is
-    being taken, so ``request.ready`` follows ``response.ready`` combinationally.
+    Without ``buffer`` (for the smallest FPGAs), that latch is the response: it is presented a
+    cycle after the request (read latency 1) and held, with the block RAM's enable low, until
+    taken. A request is accepted when the latch is empty or its response is being taken, so
+    ``request.ready`` follows ``response.ready`` combinationally.
 
     With ``buffer``, every row moves on from the block RAM, in the cycle after its read, into a
     two-entry queue of registers (``{name}_out0`` and ``{name}_out1``) that presents the
     responses (read latency 2). A row waits in the block RAM only while the queue is full. So
     a request is accepted unless the block RAM and the queue are both full: ``request.ready``,
     the block RAM's enable and the queue's write enables are flip-flops and the requester's
-    ``valid``, never the consumer's ``response.ready``, and the block RAM's slow output (ECP5:
-    5.8 ns from the clock) ends at a register that can sit beside it, not in the consumer's
-    logic across the die. The price is two registers per bit of a row and a cycle of latency.
+    ``valid``, never the consumer's ``response.ready``. The price is two registers per bit of a
+    row and a cycle of latency.
 
-    Make the port transparent for the memory's write port: block RAMs leave a read of the entry
-    being written (through another port) undefined, so Yosys emulates either choice, and a
-    transparent port needs one register for the row plus a multiplexer, while the default
-    (return the old row) also delays every write by a cycle.
+    With ``output_register`` as well, a row passes the block RAM's own output register on its
+    way (``{name}_p_row``, read latency 3): a register that takes the latch's output and
+    nothing else, with a clock enable from flip-flops, so that the build flow can fold it into
+    the block RAM (ECP5: ``DP16KD`` with ``REGMODE`` ``OUTREG``, whose output leaves about 1 ns
+    after the clock instead of 5.8; boards/bram.py). Such a register cannot sit behind the
+    multiplexer that emulates a transparent read, so ``port`` must not be transparent for the
+    memory's ``write_port``, and a row read in the cycle its entry is written is repaired here
+    instead: the written elements are registered with the read, travel beside it and replace
+    the block RAM's (possibly undefined) ones as the row enters the queue. The memory carries
+    the attribute :data:`COLLISIONS_BYPASSED` so that synthesis emulates nothing for such
+    reads. Up to four responses are due.
+
+    Without ``output_register``, make the port transparent for the memory's write port: block
+    RAMs leave a read of the entry being written (through another port) undefined, so Yosys
+    emulates either choice, and a transparent port needs one register for the row plus a
+    multiplexer, while the default (return the old row) also delays every write by a cycle.
     """
-    # `port_`: the row in the block RAM's output register. Every request field but the address
+    if output_register and not buffer:
+        raise ValueError("The block RAM's output register needs the read buffer")
+    if output_register and write_port is None:
+        raise ValueError("The block RAM's output register needs the write port it bypasses")
+    # `port_`: the row in the block RAM's output latch. Every request field but the address
     # (`last`, `tag`) goes along with it.
     side = data.StructLayout({key: field.shape for key, field in request.payload.shape()
                               if key != "addr"})
     port_valid = Signal(name=f"{name}_port_valid")
     port_side  = Signal(side, name=f"{name}_port_side")
-
-    def from_port(payload):
-        return [payload.data.eq(port.data), *(payload[key].eq(port_side[key]) for key, _ in side)]
 
     accept = request.valid & request.ready
     m.d.comb += [
@@ -147,7 +164,8 @@ def connect_read_port(m, port, request, response, *, name, buffer=True):
         m.d.comb += [
             request.ready.eq(~port_valid | response.ready),
             response.valid.eq(port_valid),
-            *from_port(response.payload),
+            response.payload.data.eq(port.data),
+            *(response.payload[key].eq(port_side[key]) for key, _ in side),
         ]
         with m.If(request.ready):
             m.d.sync += port_valid.eq(request.valid)
@@ -162,25 +180,88 @@ def connect_read_port(m, port, request, response, *, name, buffer=True):
     out_count = Signal(range(3), name=f"{name}_out_count")
     out_full  = out_count[1]
 
-    move = port_valid & ~out_full           # the block RAM's row enters the queue
+    if not output_register:
+        # The row in the latch enters the queue.
+        move = port_valid & ~out_full
+        m.d.comb += request.ready.eq(~(port_valid & out_full))
+        with m.If(accept):
+            m.d.sync += port_valid.eq(1)
+        with m.Elif(move):
+            m.d.sync += port_valid.eq(0)
+        row, row_side = port.data, port_side
+    else:
+        # `p_`: the row in the output register, with the elements written while it was read
+        # (`hit`: one bit per write enable, `new`: the written row), registered at the read
+        # in `port_` and moved along with it.
+        granules = len(write_port.en)
+        port_hit = Signal(granules, name=f"{name}_port_hit")
+        port_new = Signal(port.data.shape(), name=f"{name}_port_new", reset_less=True)
+        p_valid = Signal(name=f"{name}_p_valid")
+        p_side  = Signal(side, name=f"{name}_p_side")
+        p_hit   = Signal(granules, name=f"{name}_p_hit")
+        p_new   = Signal(port.data.shape(), name=f"{name}_p_new", reset_less=True)
+        p_row   = Signal(port.data.shape(), name=f"{name}_p_row", reset_less=True)
+
+        move = p_valid & ~out_full                   # the output register's row enters the queue
+        advance = port_valid & (~p_valid | ~out_full)    # the latch's row enters it
+        m.d.comb += request.ready.eq(~port_valid | ~p_valid | ~out_full)
+        with m.If(accept):
+            m.d.sync += [
+                port_valid.eq(1),
+                port_hit.eq(Mux(write_port.addr == request.payload.addr, write_port.en, 0)),
+                port_new.eq(write_port.data),
+            ]
+        with m.Elif(advance):
+            m.d.sync += port_valid.eq(0)
+        with m.If(advance):
+            m.d.sync += [
+                p_valid.eq(1),
+                p_side.eq(port_side),
+                p_hit.eq(port_hit),
+                p_new.eq(port_new),
+                p_row.eq(port.data),
+            ]
+        with m.Elif(move):
+            m.d.sync += p_valid.eq(0)
+        if granules == 1:
+            row = Mux(p_hit, p_new, p_row)
+        else:
+            row = Signal(port.data.shape(), name=f"{name}_p_merged")
+            for k in range(granules):
+                m.d.comb += row[k].eq(Mux(p_hit[k], p_new[k], p_row[k]))
+        row_side = p_side
+
     take = response.valid & response.ready
     m.d.comb += [
-        request.ready.eq(~(port_valid & out_full)),
         response.valid.eq(out_count != 0),
         response.payload.eq(Mux(out_read, out[1], out[0])),
     ]
-    with m.If(accept):
-        m.d.sync += port_valid.eq(1)
-    with m.Elif(move):
-        m.d.sync += port_valid.eq(0)
     for k in range(2):
         with m.If(move & (out_write == k)):
-            m.d.sync += from_port(out[k])
+            m.d.sync += [out[k].data.eq(row),
+                         *(out[k][key].eq(row_side[key]) for key, _ in side)]
     with m.If(move):
         m.d.sync += out_write.eq(~out_write)
     with m.If(take):
         m.d.sync += out_read.eq(~out_read)
     m.d.sync += out_count.eq(out_count + move - take)
+
+
+def check_read_options(owner, read_buffer, output_register):
+    """Raise a clear error unless the read port options ``read_buffer`` and ``output_register``
+    are bools that go together (the output register needs the buffer)."""
+    for name, value in (("read_buffer", read_buffer), ("output_register", output_register)):
+        if not isinstance(value, bool):
+            owner._MustUse__silence = True
+            raise TypeError(f"{name} must be a bool, not {value!r}")
+    if output_register and not read_buffer:
+        owner._MustUse__silence = True
+        raise ValueError("output_register needs read_buffer")
+
+
+def read_latency(read_buffer, output_register):
+    """Cycles from accepting a read request to presenting its response, with no stall."""
+    return 1 + read_buffer + output_register
 
 
 class RowMemory(wiring.Component):
@@ -197,8 +278,9 @@ class RowMemory(wiring.Component):
     in cycle t is presented from cycle t + ``read_latency``, and is held, unchanged, until
     taken. While ``r_data.ready`` stays high, a request is accepted every cycle. With
     ``read_buffer`` (the default) the latency is 2, up to three responses are due, and
-    ``r_addr.ready`` does not depend on ``r_data.ready``; without it the latency is 1
-    (:func:`connect_read_port`).
+    ``r_addr.ready`` does not depend on ``r_data.ready``; without it the latency is 1. The
+    block RAM's own output register (``output_register``) adds a cycle, and a fourth response
+    that may be due (:func:`connect_read_port`).
 
     Ordering: a read returns the row as written by every write accepted in the same cycle or
     earlier (``write_latency`` = 0 cycles or more before the read). Writes accepted later, even
@@ -220,6 +302,10 @@ class RowMemory(wiring.Component):
         True; read latency 2; :func:`connect_read_port`). Without it the block RAM's output
         register is the response (read latency 1), and a request is accepted only when it is
         empty or its response is taken in the same cycle.
+    output_register : bool
+        Pass every row through the block RAM's own output register as well (default False; read
+        latency 3; needs ``read_buffer``): on ECP5 the build flow folds it into the block RAM,
+        whose output is then fast.
 
     Members
     -------
@@ -230,15 +316,14 @@ class RowMemory(wiring.Component):
     r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), width), tag=tag)))
         Read responses, one per request, in order.
     """
-    def __init__(self, width, depth, *, masked=False, tag=None, read_buffer=True):
+    def __init__(self, width, depth, *, masked=False, tag=None, read_buffer=True,
+                 output_register=False):
         check_int(self, "Width", width, 1, MAX_WIDTH)
         check_int(self, "Depth", depth, 1, MAX_DEPTH)
         if not isinstance(masked, bool):
             self._MustUse__silence = True
             raise TypeError(f"masked must be a bool, not {masked!r}")
-        if not isinstance(read_buffer, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"read_buffer must be a bool, not {read_buffer!r}")
+        check_read_options(self, read_buffer, output_register)
         if tag is not None:
             try:
                 Shape.cast(tag)
@@ -250,6 +335,7 @@ class RowMemory(wiring.Component):
         self._masked = masked
         self._tag = tag
         self._read_buffer = read_buffer
+        self._output_register = output_register
         self._row = data.ArrayLayout(unsigned(8), width)
         super().__init__({
             "w":      In(stream.Signature(RowWrite(self._row, depth, masked=masked))),
@@ -281,15 +367,20 @@ class RowMemory(wiring.Component):
         return self._read_buffer
 
     @property
+    def output_register(self):
+        """Whether rows pass the block RAM's own output register (:func:`connect_read_port`)."""
+        return self._output_register
+
+    @property
     def row_layout(self):
         """The layout of one row, ``ArrayLayout(unsigned(8), width)``."""
         return self._row
 
     @property
     def read_latency(self):
-        """Cycles from accepting a read request to presenting its response (no stall): 2 with
-        ``read_buffer``, else 1."""
-        return 2 if self._read_buffer else 1
+        """Cycles from accepting a read request to presenting its response (no stall): 1, one
+        more with ``read_buffer`` and one more with ``output_register``."""
+        return read_latency(self._read_buffer, self._output_register)
 
     @property
     def write_latency(self):
@@ -299,11 +390,14 @@ class RowMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        m.submodules.memory = memory = Memory(shape=self._row, depth=self._depth, init=[])
+        attrs = {COLLISIONS_BYPASSED: 1} if self._output_register else None
+        m.submodules.memory = memory = Memory(shape=self._row, depth=self._depth, init=[],
+                                              attrs=attrs)
         # A masked memory enables each byte on its own (granularity: one array element).
         write = memory.write_port(granularity=1 if self._masked else None)
-        # Transparent: a read in the cycle of a write to the same entry returns the new row.
-        read = memory.read_port(transparent_for=(write,))
+        # A read in the cycle of a write to the same entry returns the new row: the block RAM
+        # makes it so (transparent), or the read port's bypass does (output register).
+        read = memory.read_port(transparent_for=() if self._output_register else (write,))
 
         m.d.comb += [
             self.w.ready.eq(1),
@@ -315,7 +409,8 @@ class RowMemory(wiring.Component):
         else:
             m.d.comb += write.en.eq(self.w.valid)
         connect_read_port(m, read, self.r_addr, self.r_data, name="read",
-                          buffer=self._read_buffer)
+                          buffer=self._read_buffer, output_register=self._output_register,
+                          write_port=write)
 
         return m
 
@@ -341,6 +436,8 @@ class UnifiedBuffer(RowMemory):
         flags).
     read_buffer : bool
         Pass rows through a queue of registers (default True; :class:`RowMemory`).
+    output_register : bool
+        And through the block RAM's own output register (default False; :class:`RowMemory`).
 
     Members
     -------
@@ -351,9 +448,11 @@ class UnifiedBuffer(RowMemory):
     r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), rows), tag=tag)))
         Read responses, one per request, in order.
     """
-    def __init__(self, rows=8, depth=1024, *, masked=False, tag=None, read_buffer=True):
+    def __init__(self, rows=8, depth=1024, *, masked=False, tag=None, read_buffer=True,
+                 output_register=False):
         check_int(self, "Row count", rows, 1, MAX_WIDTH)
-        super().__init__(rows, depth, masked=masked, tag=tag, read_buffer=read_buffer)
+        super().__init__(rows, depth, masked=masked, tag=tag, read_buffer=read_buffer,
+                         output_register=output_register)
 
     @property
     def rows(self):

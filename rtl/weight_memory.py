@@ -23,6 +23,9 @@ class WeightMemory(RowMemory):
     read_buffer : bool
         Pass rows through a queue of registers (default True;
         :class:`rtl.unified_buffer.RowMemory`).
+    output_register : bool
+        And through the block RAM's own output register (default False;
+        :class:`rtl.unified_buffer.RowMemory`).
 
     Members
     -------
@@ -33,9 +36,9 @@ class WeightMemory(RowMemory):
     r_data : Out(stream.Signature(ReadResponse(ArrayLayout(unsigned(8), cols))))
         Read responses, one per request, in order.
     """
-    def __init__(self, cols=8, depth=1024, *, read_buffer=True):
+    def __init__(self, cols=8, depth=1024, *, read_buffer=True, output_register=False):
         check_int(self, "Column count", cols, 1, MAX_WIDTH)
-        super().__init__(cols, depth, read_buffer=read_buffer)
+        super().__init__(cols, depth, read_buffer=read_buffer, output_register=output_register)
 
     @property
     def cols(self):

@@ -326,10 +326,10 @@ def test_utilization_8x8(m, k, n):
     utilization = busy / cycles
     print(f"8x8 utilization: {busy} / {cycles} = {utilization:.3f}")
     assert utilization >= 0.9
-    # The only overhead is the start (word fetch and verdict, UB read) and the drain (MXU
-    # latency, write-back, SYNC, the STATUS and the next word): about 45 cycles, whatever the
-    # tile count.
-    assert cycles - busy <= 2 * (g.rows + g.cols) + 14
+    # The only overhead is the start (word fetch and verdict, UB read: 3 cycles with the
+    # block RAM's output register) and the drain (MXU latency, write-back, SYNC, the STATUS and
+    # the next word): about 47 cycles, whatever the tile count.
+    assert cycles - busy <= 2 * (g.rows + g.cols) + 15
 
 
 @pytest.mark.slow

@@ -12,15 +12,20 @@ INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 #: Sums worth writing on purpose: both ends of int32 and their neighbours, and around zero.
 EDGE_SUMS = [INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX]
 
-#: Both builds of the memory: with the block RAM's output registered in the read-modify-write
-#: pipeline and two read responses buffered (ECP5, Gowin), and with neither (iCE40).
-READ_REGISTER = pytest.mark.parametrize("read_register", [True, False],
-                                        ids=["read_register", "no_read_register"])
+#: Builds of the memory: as the boards with timing registers build it (the block RAM's output
+#: registered in the read-modify-write pipeline, read responses through the block RAM's own
+#: output register and a queue: ECP5, Gowin), without the output register, and with none of
+#: them (iCE40).
+READ_REGISTER = pytest.mark.parametrize("options", [
+    {"read_register": True, "read_buffer": True, "output_register": True},
+    {"read_register": True, "read_buffer": True, "output_register": False},
+    {"read_register": False, "read_buffer": False, "output_register": False},
+], ids=["output_register", "read_buffer", "no_read_register"])
 
 
-def built(cols, depth, read_register):
-    """The memory as a board builds it: both timing options on or both off."""
-    return AccumulatorMemory(cols, depth, read_register=read_register, read_buffer=read_register)
+def built(cols, depth, options):
+    """The memory with the timing ``options`` (a dict of keyword arguments)."""
+    return AccumulatorMemory(cols, depth, **options)
 
 
 def write(addr, row, accumulate):
@@ -47,38 +52,38 @@ def read_all(depth):
 
 @pytest.mark.parametrize("cols, depth", [(1, 1), (1, 4), (4, 1), (3, 2), (2, 7), (8, 16)])
 @READ_REGISTER
-def test_random_traffic(cols, depth, read_register):
+def test_random_traffic(cols, depth, options):
     rng = np.random.default_rng(cols * 100 + depth)
     writes = random_writes(rng, cols, depth, 60)
     reads = random_reads(rng, depth, 60, writes)
-    run = run_memory(built(cols, depth, read_register), AccumulatorModel(cols, depth), writes,
+    run = run_memory(built(cols, depth, options), AccumulatorModel(cols, depth), writes,
                      reads, idle=0.3, stall=0.3, seed=cols + depth)
     assert run.responses == run.expected
 
 
 @pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.0, 0.6), (0.5, 0.0), (0.2, 0.2)])
 @READ_REGISTER
-def test_hazards_with_concurrent_reads(idle, stall, read_register):
+def test_hazards_with_concurrent_reads(idle, stall, options):
     # Two entries, every gap between writes, reads of half-accumulated rows in between.
     cols, depth = 2, 2
     rng = np.random.default_rng(int(idle * 10 + stall * 100) + 1)
     writes = random_writes(rng, cols, depth, 80)
     reads = random_reads(rng, depth, 80, writes)
-    run = run_memory(built(cols, depth, read_register), AccumulatorModel(cols, depth), writes,
+    run = run_memory(built(cols, depth, options), AccumulatorModel(cols, depth), writes,
                      reads, idle=idle, stall=stall, seed=7)
     assert run.responses == run.expected
 
 
 @pytest.mark.parametrize("gap", [0, 1, 2, 3, 4])
 @READ_REGISTER
-def test_back_to_back_accumulates_to_one_entry(gap, read_register):
+def test_back_to_back_accumulates_to_one_entry(gap, options):
     # Accumulates to the same entry `gap` idle cycles apart: with gap 0 (and, with the read
     # register, 1) the old row is still in the pipeline (forwarded), with the next gap it is
     # being written as it is read (transparent read port), after that it comes from the memory.
     # One write per cycle must hold with gap 0.
     cols, depth = 3, 4
     rng = np.random.default_rng(gap)
-    dut = built(cols, depth, read_register)
+    dut = built(cols, depth, options)
     writes = [write(2, rng.integers(-1000, 1000, cols), 0)]
     writes += [write(2, rng.integers(-1000, 1000, cols), 1) for _ in range(15)]
     # Writes to a neighbour in between must not be taken for the entry's own.
@@ -93,14 +98,14 @@ def test_back_to_back_accumulates_to_one_entry(gap, read_register):
 
 
 @READ_REGISTER
-def test_full_rate_mixed_addresses(read_register):
+def test_full_rate_mixed_addresses(options):
     # One write per cycle, every write accumulating, addresses cycling with every stride so
     # each forwarding distance occurs.
     cols, depth = 2, 4
     rng = np.random.default_rng(31)
     addresses = [0, 0, 0, 1, 0, 1, 0, 2, 1, 0, 3, 3, 2, 2, 3, 1, 1, 1, 0]
     writes = [write(a, rng.integers(-10**6, 10**6, cols), 1) for a in addresses]
-    run = run_memory(built(cols, depth, read_register), AccumulatorModel(cols, depth), writes,
+    run = run_memory(built(cols, depth, options), AccumulatorModel(cols, depth), writes,
                      read_all(depth), read_delay=len(writes) + 3)
     assert run.responses == run.expected
     assert np.all(np.diff(run.write_cycles) == 1)
@@ -108,25 +113,25 @@ def test_full_rate_mixed_addresses(read_register):
 
 @pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.3, 0.3)])
 @READ_REGISTER
-def test_wrap_around_at_edges(idle, stall, read_register):
+def test_wrap_around_at_edges(idle, stall, options):
     cols, depth = 4, 3
     rng = np.random.default_rng(41)
     writes = random_writes(rng, cols, depth, 60, edges=True, accumulate=0.8)
     reads = random_reads(rng, depth, 60, writes)
-    run = run_memory(built(cols, depth, read_register), AccumulatorModel(cols, depth), writes,
+    run = run_memory(built(cols, depth, options), AccumulatorModel(cols, depth), writes,
                      reads, idle=idle, stall=stall, seed=5)
     assert run.responses == run.expected
 
 
 @READ_REGISTER
-def test_wrap_rule(read_register):
+def test_wrap_rule(options):
     # INT32_MAX + 1, INT32_MIN - 1, INT32_MIN + INT32_MIN and INT32_MAX + INT32_MAX, each
     # accumulated into a fresh row and read back.
     firsts = [INT32_MAX, INT32_MIN, INT32_MIN, INT32_MAX]
     seconds = [1, -1, INT32_MIN, INT32_MAX]
     cols, depth = len(firsts), 1
     writes = [write(0, firsts, 0), write(0, seconds, 1)]
-    run = run_memory(built(cols, depth, read_register), AccumulatorModel(cols, depth), writes,
+    run = run_memory(built(cols, depth, options), AccumulatorModel(cols, depth), writes,
                      [(0, True)], read_delay=5)
     assert run.responses == run.expected
     assert run.responses[0][0] == list(wrap_int32(np.add(firsts, seconds, dtype=np.int64)))
@@ -135,13 +140,13 @@ def test_wrap_rule(read_register):
 
 
 @READ_REGISTER
-def test_read_write_ordering(read_register):
+def test_read_write_ordering(options):
     # A read returns the writes accepted `write_latency` (2, or 3 with the read register) or more
     # cycles before it, not later
     # ones, which are still in the pipeline. Reads of an entry on every cycle around a write
     # show exactly when the change appears.
     cols, depth = 2, 2
-    dut = built(cols, depth, read_register)
+    dut = built(cols, depth, options)
     old, new = [5, -7], [INT32_MAX, 100]
     writes = [write(1, old, 0), write(1, new, 1)]
     reads = [(1, False)] * 6
@@ -158,14 +163,14 @@ def test_read_write_ordering(read_register):
     assert before in expected and after in expected
     assert [data for data, _ in run.responses] == expected
     assert run.responses == run.expected
-    assert dut.write_latency == (3 if read_register else 2)
+    assert dut.write_latency == (3 if options["read_register"] else 2)
 
 
 @READ_REGISTER
-def test_read_throughput_and_latency(read_register):
+def test_read_throughput_and_latency(options):
     cols, depth = 3, 8
     rng = np.random.default_rng(43)
-    dut = built(cols, depth, read_register)
+    dut = built(cols, depth, options)
     writes = random_writes(rng, cols, depth, 40)
     reads = random_reads(rng, depth, 40, writes)
     run = run_memory(dut, AccumulatorModel(cols, depth), writes, reads)
@@ -210,6 +215,10 @@ def test_bad_read_register():
         AccumulatorMemory(4, 4, read_register=1)
     with pytest.raises(TypeError, match="read_buffer must be a bool, not 'yes'"):
         AccumulatorMemory(4, 4, read_buffer="yes")
+    with pytest.raises(TypeError, match="output_register must be a bool, not 1"):
+        AccumulatorMemory(4, 4, output_register=1)
+    with pytest.raises(ValueError, match="output_register needs read_buffer"):
+        AccumulatorMemory(4, 4, read_buffer=False, output_register=True)
 
 
 @pytest.mark.parametrize("cols, depth, error, message", [

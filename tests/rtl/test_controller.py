@@ -820,8 +820,8 @@ def test_set_ppu_error_index():
 
 class SharedPortBench(Elaboratable):
     """A unified buffer whose read port two users share through ``_share_read_port``."""
-    def __init__(self, read_buffer):
-        self.ub = UnifiedBuffer(2, 8, read_buffer=read_buffer)
+    def __init__(self, read_buffer, output_register=False):
+        self.ub = UnifiedBuffer(2, 8, read_buffer=read_buffer, output_register=output_register)
         self.requests = [stream.Signature(ReadRequest(8)).flip().create() for _ in range(2)]
         self.responses = [stream.Signature(ReadResponse(self.ub.row_layout)).create()
                           for _ in range(2)]
@@ -835,13 +835,17 @@ class SharedPortBench(Elaboratable):
         return m
 
 
-@pytest.mark.parametrize("read_buffer", [True, False])
+SHARED_PORT_OPTIONS = pytest.mark.parametrize("read_buffer, output_register", [
+    (True, True), (True, False), (False, False)])
+
+
+@SHARED_PORT_OPTIONS
 @pytest.mark.parametrize("gap", [0, 1, 2, 3])
-def test_shared_port_hands_over(read_buffer, gap):
+def test_shared_port_hands_over(read_buffer, output_register, gap):
     # User 1 claims the port in the very cycle user 0's last request is accepted and sends a
     # request `gap` cycles after that: each user gets exactly its own row, even while user 0's
-    # is still in the block RAM and not yet visible as a response (read latency 2).
-    dut = SharedPortBench(read_buffer)
+    # is still in the block RAM and not yet visible as a response (read latency 2 or 3).
+    dut = SharedPortBench(read_buffer, output_register)
     got = [[], []]
 
     async def collect(ctx):
@@ -882,3 +886,52 @@ def test_shared_port_hands_over(read_buffer, gap):
 
     simulate(dut, [testbench], [collect])
     assert got == [[[3, 103]], [[5, 105]]]
+
+
+@SHARED_PORT_OPTIONS
+@pytest.mark.parametrize("seed", range(6))
+def test_shared_port_hands_over_under_backpressure(read_buffer, output_register, seed):
+    # The users take their responses with random stalls, so rows wait in every register of the
+    # port (block RAM, output register, queue) while the port changes hands: user 0 sends a
+    # burst, user 1 is claimed as user 0's last request is accepted and sends its own at once.
+    # Each must get exactly its own rows, in order.
+    dut = SharedPortBench(read_buffer, output_register)
+    rng = random.Random(seed)
+    bursts = [[rng.randrange(8) for _ in range(rng.randrange(1, 7))] for _ in range(2)]
+    got = [[], []]
+
+    async def testbench(ctx):
+        # One process drives both sides, so that every handshake is judged after all of this
+        # cycle's inputs are set (without the read buffer, `ready` follows the consumer's).
+        for addr in range(8):
+            ctx.set(dut.ub.w.valid, 1)
+            ctx.set(dut.ub.w.payload, {"addr": addr, "data": [addr, 0]})
+            await ctx.tick()
+        ctx.set(dut.ub.w.valid, 0)
+        ctx.set(dut.claims[0], 1)
+        await ctx.tick()
+        ctx.set(dut.claims[0], 0)
+        user, sent = 0, 0
+        for _ in range(200):
+            for response in dut.responses:
+                ctx.set(response.ready, rng.random() < 0.35)
+            request = dut.requests[user]
+            ctx.set(request.valid, sent < len(bursts[user]))
+            if sent < len(bursts[user]):
+                ctx.set(request.payload, {"addr": bursts[user][sent], "last": 0})
+            accepted = ctx.get(request.valid) and ctx.get(request.ready)
+            for k, response in enumerate(dut.responses):
+                if ctx.get(response.valid) and ctx.get(response.ready):
+                    got[k].append(int(ctx.get(response.payload.data)[0]))
+            ctx.set(dut.claims[1], 0)
+            if accepted:
+                sent += 1
+                if user == 0 and sent == len(bursts[0]):
+                    # User 1 is claimed as user 0's last request is accepted.
+                    ctx.set(dut.claims[1], 1)
+                    user, sent = 1, 0
+            await ctx.tick()
+        ctx.set(dut.requests[user].valid, 0)
+
+    simulate(dut, [testbench])
+    assert got == bursts

@@ -16,6 +16,20 @@ from sim.testbench import simulate
 #: Bytes worth writing on purpose: both ends of int8 and uint8, and the sign boundary.
 EDGE_BYTES = [-128, -1, 0, 1, 127, 128, 255]
 
+#: The read port's options (rtl.unified_buffer.connect_read_port): the block RAM's latch as
+#: the response, the queue of registers after it, and the block RAM's output register as well.
+READ_OPTIONS = pytest.mark.parametrize("options", [
+    {"read_buffer": False},
+    {"read_buffer": True},
+    {"read_buffer": True, "output_register": True},
+], ids=["latch", "queue", "output-register"])
+
+
+def most_due(dut):
+    """The most responses a memory's read port can owe: the latch alone, or every register a
+    row can wait in (the latch, the output register, the queue's two)."""
+    return dut.read_latency + 1 if dut.read_buffer else 1
+
 
 @dataclass
 class Run:
@@ -130,24 +144,26 @@ def random_reads(rng, depth, count, writes):
 
 
 @pytest.mark.parametrize("rows, depth", [(1, 1), (1, 8), (4, 1), (3, 5), (8, 16), (16, 64)])
-@pytest.mark.parametrize("read_buffer", [True, False])
-def test_random_traffic(rows, depth, read_buffer):
+@READ_OPTIONS
+def test_random_traffic(rows, depth, options):
     rng = np.random.default_rng(rows * 1000 + depth)
     writes = byte_writes(rng, rows, depth, 60)
     reads = random_reads(rng, depth, 60, writes)
-    dut = UnifiedBuffer(rows, depth, read_buffer=read_buffer)
+    dut = UnifiedBuffer(rows, depth, **options)
     run = run_memory(dut, UnifiedBufferModel(rows, depth), writes, reads,
                      idle=0.3, stall=0.3, seed=rows + depth)
     assert run.responses == run.expected
 
 
 @pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.0, 0.7), (0.7, 0.0), (0.5, 0.5)])
-def test_edge_bytes(idle, stall):
+@READ_OPTIONS
+def test_edge_bytes(idle, stall, options):
     rows, depth = 5, 4
     rng = np.random.default_rng(int(idle * 10 + stall * 100))
     writes = byte_writes(rng, rows, depth, 50, edges=True)
     reads = random_reads(rng, depth, 50, writes)
-    run = run_memory(UnifiedBuffer(rows, depth), UnifiedBufferModel(rows, depth), writes, reads,
+    run = run_memory(UnifiedBuffer(rows, depth, **options), UnifiedBufferModel(rows, depth),
+                     writes, reads,
                      idle=idle, stall=stall, seed=3)
     assert run.responses == run.expected
 
@@ -167,42 +183,44 @@ def test_writes_then_reads_every_entry():
     assert [last for _, last in run.responses] == [False] * (depth - 1) + [True]
 
 
-@pytest.mark.parametrize("read_buffer", [True, False])
-def test_throughput_and_latency(read_buffer):
+@READ_OPTIONS
+def test_throughput_and_latency(options):
     # With the consumer always ready, one write and one read per cycle, each response
     # `read_latency` cycles after its request.
     rows, depth = 3, 16
     rng = np.random.default_rng(9)
-    dut = UnifiedBuffer(rows, depth, read_buffer=read_buffer)
+    dut = UnifiedBuffer(rows, depth, **options)
     writes = byte_writes(rng, rows, depth, 40)
     reads = random_reads(rng, depth, 40, writes)
     run = run_memory(dut, UnifiedBufferModel(rows, depth), writes, reads)
     assert run.responses == run.expected
     assert np.all(np.diff(run.write_cycles) == 1)
     assert np.all(np.diff(run.read_cycles) == 1)
-    assert dut.read_latency == (2 if read_buffer else 1)
+    assert dut.read_latency == 1 + sum(options.values())
     assert np.all(np.subtract(run.response_cycles, run.read_cycles) == dut.read_latency)
 
 
-@pytest.mark.parametrize("read_buffer", [True, False])
-def test_backpressure_keeps_order(read_buffer):
+@READ_OPTIONS
+def test_backpressure_keeps_order(options):
     # Under heavy backpressure no response is lost or reordered, and a request waits only while
     # the response registers are full.
     rows, depth = 2, 8
     rng = np.random.default_rng(13)
     writes = byte_writes(rng, rows, depth, 30)
     reads = random_reads(rng, depth, 30, writes)
-    dut = UnifiedBuffer(rows, depth, read_buffer=read_buffer)
+    dut = UnifiedBuffer(rows, depth, **options)
     run = run_memory(dut, UnifiedBufferModel(rows, depth), writes, reads,
                      stall=0.8, read_delay=35)
     assert run.responses == run.expected
     assert np.all(np.array(run.response_cycles) > np.array(run.read_cycles))
-    if read_buffer:
-        # Three responses wait at most (the block RAM and the queue of two): with requests
-        # always offered, request k + 3 is accepted in the cycle after response k is taken (not
-        # in the same one: `ready` is a flip-flop).
-        assert run.read_cycles[:3] == [run.read_cycles[0] + k for k in range(3)]
-        assert run.read_cycles[3:] == [cycle + 1 for cycle in run.response_cycles[:-3]]
+    if dut.read_buffer:
+        # n = 3 responses wait at most (the block RAM and the queue of two), 4 with the output
+        # register: with requests always offered, request k + n is accepted in the cycle after
+        # response k is taken (not in the same one: `ready` is a flip-flop).
+        n = most_due(dut)
+        assert n == (4 if dut.output_register else 3)
+        assert run.read_cycles[:n] == [run.read_cycles[0] + k for k in range(n)]
+        assert run.read_cycles[n:] == [cycle + 1 for cycle in run.response_cycles[:-n]]
     else:
         # One waits: the next request is accepted in the very cycle its predecessor is taken.
         assert run.read_cycles[1:] == run.response_cycles[:-1]
@@ -213,12 +231,17 @@ def test_backpressure_keeps_order(read_buffer):
     lambda: WeightMemory(2, 4),
     lambda: AccumulatorMemory(2, 4),
     lambda: AccumulatorMemory(1, 2, read_register=False),
-], ids=["ub", "wm", "acc", "acc-no-read-register"])
+    lambda: UnifiedBuffer(3, 8, output_register=True),
+    lambda: WeightMemory(2, 4, output_register=True),
+    lambda: AccumulatorMemory(2, 4, output_register=True),
+], ids=["ub", "wm", "acc", "acc-no-read-register", "ub-output-register",
+        "wm-output-register", "acc-output-register"])
 def test_request_ready_ignores_response_ready(make):
     # The read port's `r_addr.ready` (and so the block RAM's enable) must not follow the
     # consumer's `r_data.ready` within a cycle: both values of `r_data.ready` give the same
     # `r_addr.ready`, in every state random traffic reaches. Meanwhile responses come in order,
-    # at most three are due, and `r_data.valid` is high only while one is.
+    # at most three are due (four with the output register), and `r_data.valid` is high only
+    # while one is.
     dut = make()
     rng = random.Random(23)
     errors = []
@@ -245,7 +268,7 @@ def test_request_ready_ignores_response_ready(make):
                     errors.append(f"cycle {cycle}: response out of order")
             if ctx.get(dut.r_addr.valid) and ctx.get(dut.r_addr.ready):
                 outstanding.append(cycle & 1)
-            if len(outstanding) > 3:
+            if len(outstanding) > most_due(dut):
                 errors.append(f"cycle {cycle}: {len(outstanding)} responses due")
             await ctx.tick()
 
@@ -253,12 +276,14 @@ def test_request_ready_ignores_response_ready(make):
     assert errors == []
 
 
-def test_read_write_ordering():
+@READ_OPTIONS
+def test_read_write_ordering(options):
     # A read returns every write accepted `write_latency` (0) or more cycles before it, so a
-    # read in the very cycle of a write to its entry already returns the new row. Reads of the
-    # entry on every cycle around a write show exactly when the change appears.
+    # read in the very cycle of a write to its entry already returns the new row (with the
+    # output register, through the read port's bypass). Reads of the entry on every cycle
+    # around a write show exactly when the change appears.
     rows, depth = 4, 2
-    dut = UnifiedBuffer(rows, depth)
+    dut = UnifiedBuffer(rows, depth, **options)
     old, new = np.array([1, 2, 3, 4]), np.array([255, -128, 127, 1])
     writes = [({"addr": 1, "data": [int(b) & 0xff for b in row]}, (1, row)) for row in (old, new)]
     reads = [(1, False)] * 6
@@ -278,24 +303,46 @@ def test_read_write_ordering():
     assert dut.write_latency == 0
 
 
-def test_response_not_changed_by_later_write():
+@READ_OPTIONS
+def test_response_not_changed_by_later_write(options):
     # A response waiting for the consumer holds the row as it was read, even if the entry is
     # overwritten meanwhile.
     rows, depth = 2, 1
     rng = np.random.default_rng(17)
     writes = byte_writes(rng, rows, depth, 20)
     reads = [(0, False)] * 20
-    run = run_memory(UnifiedBuffer(rows, depth), UnifiedBufferModel(rows, depth), writes, reads,
-                     stall=0.9)
+    run = run_memory(UnifiedBuffer(rows, depth, **options), UnifiedBufferModel(rows, depth),
+                     writes, reads, stall=0.9)
     assert run.responses == run.expected
 
 
+@READ_OPTIONS
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("stall", [0.0, 0.6])
+def test_reads_in_the_cycle_of_a_write(options, masked, stall):
+    # Every read of a one-entry memory meets a write to that entry in the same cycle, and must
+    # return the row as written (for a masked write, the bytes it selects, the others as they
+    # were). The block RAM leaves such a read undefined; with the output register the read
+    # port's own bypass repairs it, so this is the test that the bypass covers every case.
+    rows, depth = 3, 1
+    rng = np.random.default_rng(29 + masked)
+    writes = (masked_writes if masked else byte_writes)(rng, rows, depth, 40)
+    reads = [(0, k == 39) for k in range(40)]
+    dut = UnifiedBuffer(rows, depth, masked=masked, **options)
+    model = (MaskedModel if masked else UnifiedBufferModel)(rows, depth)
+    run = run_memory(dut, model, writes, reads, stall=stall)
+    assert run.responses == run.expected
+    collisions = set(run.write_cycles) & set(run.read_cycles)
+    assert len(collisions) >= 10
+
+
 @pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.3, 0.6), (0.0, 0.9)])
-def test_tags_follow_their_requests(idle, stall):
-    # A tag, like `last`, comes back with its own request's row, whichever of the two response
-    # registers the row waits in.
+@READ_OPTIONS
+def test_tags_follow_their_requests(idle, stall, options):
+    # A tag, like `last`, comes back with its own request's row, whichever register the row
+    # waits in.
     rows, depth = 2, 8
-    dut = UnifiedBuffer(rows, depth, tag=data.StructLayout({"first": 1, "kind": 3}))
+    dut = UnifiedBuffer(rows, depth, tag=data.StructLayout({"first": 1, "kind": 3}), **options)
     assert dut.r_addr.payload.shape()["tag"].shape == dut.tag
     rng = random.Random(int(10 * idle + 100 * stall))
     requests = [{"addr": rng.randrange(depth), "last": rng.randrange(2),
@@ -349,6 +396,10 @@ def test_row_memory_bad_parameters():
         RowMemory(4, 4, tag="first")
     with pytest.raises(TypeError, match="read_buffer must be a bool, not 1"):
         RowMemory(4, 4, read_buffer=1)
+    with pytest.raises(TypeError, match="output_register must be a bool, not 'on'"):
+        RowMemory(4, 4, output_register="on")
+    with pytest.raises(ValueError, match="output_register needs read_buffer"):
+        RowMemory(4, 4, read_buffer=False, output_register=True)
 
 
 # Byte-masked writes ---------------------------------------------------------------------------
@@ -374,13 +425,14 @@ def masked_writes(rng, width, depth, count):
 
 
 @pytest.mark.parametrize("rows, depth", [(1, 2), (3, 4), (8, 16)])
-def test_masked_writes(rows, depth):
+@READ_OPTIONS
+def test_masked_writes(rows, depth, options):
     # Random masked writes and reads, concurrently and with backpressure: every response is
     # the model's row, built byte by byte from the writes that selected each byte.
     rng = np.random.default_rng(rows * 31 + depth)
     writes = masked_writes(rng, rows, depth, 60)
     reads = random_reads(rng, depth, 60, writes)
-    dut = UnifiedBuffer(rows, depth, masked=True)
+    dut = UnifiedBuffer(rows, depth, masked=True, **options)
     assert dut.masked
     run = run_memory(dut, MaskedModel(rows, depth), writes, reads, idle=0.3, stall=0.3,
                      seed=rows)

@@ -10,13 +10,14 @@ from test_unified_buffer import byte_writes, random_reads, run_memory
 
 
 @pytest.mark.parametrize("cols, depth", [(1, 1), (1, 16), (6, 1), (4, 9), (8, 32)])
-@pytest.mark.parametrize("read_buffer", [True, False])
-def test_random_traffic(cols, depth, read_buffer):
+@pytest.mark.parametrize("read_buffer, output_register", [(True, True), (True, False),
+                                                           (False, False)])
+def test_random_traffic(cols, depth, read_buffer, output_register):
     rng = np.random.default_rng(cols * 1000 + depth + 1)
     writes = byte_writes(rng, cols, depth, 60)
     reads = random_reads(rng, depth, 60, writes)
-    dut = WeightMemory(cols, depth, read_buffer=read_buffer)
-    assert dut.read_buffer == read_buffer
+    dut = WeightMemory(cols, depth, read_buffer=read_buffer, output_register=output_register)
+    assert (dut.read_buffer, dut.output_register) == (read_buffer, output_register)
     run = run_memory(dut, WeightMemoryModel(cols, depth), writes, reads,
                      idle=0.3, stall=0.3, seed=cols * depth)
     assert run.responses == run.expected
