@@ -33,6 +33,7 @@ from boards.dsp import ECP5Multiplier, multiplier_cells
 from firmware.compiler import compile_matmul
 from firmware.isa import Geometry
 from firmware.nn import Dense, Requantization, compile_dense
+from rtl.accumulator import AccumulatorMemory
 from rtl.host_link import PayloadReceiver
 from rtl.mxu import MatrixUnit
 from rtl.ppu import PART_WIDTH, PostProcessor
@@ -381,6 +382,19 @@ def test_config_write_copies_stay_apart(tmp_path, synth, flop):
     cols = 3
     assert _count_registers(tmp_path, PayloadReceiver(Geometry(rows=4, cols=cols)), synth,
                             flop, "*config_write*") == cols + 1
+
+
+@pytest.mark.parametrize("synth,flop", FLOPS)
+@pytest.mark.parametrize("read_register", [True, False])
+def test_accumulator_selects_per_column(tmp_path, synth, flop, read_register):
+    """The accumulator's forwarding decisions and `accumulate` flag keep a register per column
+    (rtl/accumulator.py), although the copies hold the same bit, so no flip-flop drives the
+    selects of all 32 * C bits."""
+    cols = 3
+    unit = AccumulatorMemory(cols, 16, read_register=read_register, read_buffer=read_register)
+    assert _count_registers(tmp_path, unit, synth, flop, "*forward_*") == \
+        cols * (2 if read_register else 1)
+    assert _count_registers(tmp_path, unit, synth, flop, "*_accumulate*") == cols
 
 
 @pytest.mark.parametrize("width", [2, 9, 17, 18])
