@@ -104,17 +104,21 @@ class Accelerator(wiring.Component):
         m = Module()
         g = self._geometry
 
-        m.submodules.controller     = controller = Controller(
-            g, counter_bits=self._counter_bits, row_register=self._timing_registers)
-        m.submodules.unified_buffer = ub = UnifiedBuffer(
+        ub = UnifiedBuffer(
             g.rows, g.ub_depth, masked=True, tag=MatmulRowTag(),
             read_buffer=self._timing_registers, output_register=self._timing_registers)
-        m.submodules.weight_memory  = wm = WeightMemory(
+        wm = WeightMemory(
             g.cols, g.wm_depth, read_buffer=self._timing_registers,
             output_register=self._timing_registers)
-        m.submodules.accumulator    = acc = AccumulatorMemory(
+        acc = AccumulatorMemory(
             g.cols, g.acc_depth, read_register=self._timing_registers,
             read_buffer=self._timing_registers, output_register=self._timing_registers)
+        m.submodules.controller     = controller = Controller(
+            g, counter_bits=self._counter_bits, row_register=self._timing_registers,
+            read_latency=max(ub.read_latency, acc.read_latency))
+        m.submodules.unified_buffer = ub
+        m.submodules.weight_memory  = wm
+        m.submodules.accumulator    = acc
         m.submodules.mxu            = mxu = MatrixUnit(g.rows, g.cols)
         m.submodules.ppu            = ppu = PostProcessor(
             g.cols, self._ppu_lanes, operand_stage=self._timing_registers)

@@ -613,7 +613,7 @@ def _common_fields(target, source):
     return [target[key].eq(source[key]) for key in target.shape().members if key in members]
 
 
-def _share_read_port(m, name, request, response, users):
+def _share_read_port(m, name, request, response, users, *, read_latency):
     """Serve the read port ``request``/``response`` to ``users``, (request, response, claim)
     triples.
 
@@ -632,11 +632,15 @@ def _share_read_port(m, name, request, response, users):
         with m.If(claim):
             m.d.sync += select.eq(k)
     # The port takes user k's request when it has room and holds no other user's responses.
-    # A row can be in the block RAM for a cycle or two before `response.valid` shows it, so
-    # `due` counts the responses accepted and not yet taken.
-    due = Signal(range(5), name=f"{name}_due")
-    m.d.sync += due.eq(due + (request.valid & request.ready) - (response.valid & response.ready))
-    quiet = due == 0
+    # With a read latency above 1, a row can be in the block RAM for a cycle or two before
+    # `response.valid` shows it, so `due` counts the responses accepted and not yet taken.
+    if read_latency == 1:
+        quiet = ~response.valid
+    else:
+        due = Signal(range(5), name=f"{name}_due")
+        m.d.sync += due.eq(due + (request.valid & request.ready) -
+                           (response.valid & response.ready))
+        quiet = due == 0
     free = [request.ready & (quiet | (owner == k)) for k in range(len(users))]
     with m.Switch(select):
         for k, (user_request, _, _) in enumerate(users):
@@ -753,6 +757,10 @@ class Controller(wiring.Component):
     row_register : bool
         :class:`ActivateUnit`'s ``row_register`` (default False). (The
         :class:`~rtl.host_link.ResponseSender`'s is always on.)
+    read_latency : int
+        The unified buffer's and accumulator's read latency, 1 to 3 (default 3; a longer one
+        than the memories' costs nothing but a counter per shared port): with 1, every response
+        due shows in ``r_data.valid``, and a shared port needs no count of them.
 
     Members
     -------
@@ -775,9 +783,12 @@ class Controller(wiring.Component):
         sends more, nothing will change and nothing more will be sent (a serial link uses it
         to tell the host that an answer is complete).
     """
-    def __init__(self, geometry, *, counter_bits=COUNTER_BITS, row_register=False):
+    def __init__(self, geometry, *, counter_bits=COUNTER_BITS, row_register=False,
+                 read_latency=3):
         check_geometry(self, geometry)
         check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
+        check_int(self, "Read latency", read_latency, 1, 3)
+        self._read_latency = read_latency
         self._counter_bits = counter_bits
         self._row_register = row_register
         self._geometry = g = geometry
@@ -847,10 +858,12 @@ class Controller(wiring.Component):
             m.d.comb += claims.eq(tx.start & (tx.command.kind == kind))
         _share_read_port(m, "ub_read", self.ub.r_addr, self.ub.r_data,
                          [(mm.ub_r_addr, mm.ub_r_data, mm.start),
-                          (tx.ub_r_addr, tx.ub_r_data, tx_claims[ResponseKind.UB_ROWS])])
+                          (tx.ub_r_addr, tx.ub_r_data, tx_claims[ResponseKind.UB_ROWS])],
+                         read_latency=self._read_latency)
         _share_read_port(m, "acc_read", self.acc.r_addr, self.acc.r_data,
                          [(act.acc_r_addr, act.acc_r_data, act.start),
-                          (tx.acc_r_addr, tx.acc_r_data, tx_claims[ResponseKind.ACC_ROWS])])
+                          (tx.acc_r_addr, tx.acc_r_data, tx_claims[ResponseKind.ACC_ROWS])],
+                         read_latency=self._read_latency)
         m.d.comb += [
             self.ub.w.valid.eq(rx.ub_w.valid | act.ub_w.valid),
             self.ub.w.payload.eq(Mux(rx.ub_w.valid, rx.ub_w.payload, act.ub_w.payload)),

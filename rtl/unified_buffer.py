@@ -9,7 +9,7 @@ from .params import check_int
 
 __all__ = [
     "MAX_DEPTH", "MAX_WIDTH", "COLLISIONS_BYPASSED", "RowWrite", "ReadRequest", "ReadResponse",
-    "connect_read_port", "check_read_options", "RowMemory", "UnifiedBuffer",
+    "connect_read_port", "check_read_options", "read_latency", "RowMemory", "UnifiedBuffer",
 ]
 
 #: The largest number of entries of any on-chip memory (16 Mi rows).

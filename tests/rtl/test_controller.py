@@ -617,6 +617,12 @@ def test_controller_interface():
     Fragment.get(dut, None)
 
 
+@pytest.mark.parametrize("latency, error", [(0, ValueError), (4, ValueError), ("3", TypeError)])
+def test_bad_read_latency(latency, error):
+    with pytest.raises(error, match=f"Read latency must be .*not {latency!r}"):
+        Controller(G23, read_latency=latency)
+
+
 @pytest.mark.parametrize("unit", [Controller, PayloadReceiver, ResponseSender])
 def test_bad_geometry(unit):
     with pytest.raises(TypeError, match="geometry must be a firmware.isa.Geometry"):
@@ -831,7 +837,8 @@ class SharedPortBench(Elaboratable):
         m = Module()
         m.submodules.ub = self.ub
         _share_read_port(m, "shared", self.ub.r_addr, self.ub.r_data,
-                         list(zip(self.requests, self.responses, self.claims)))
+                         list(zip(self.requests, self.responses, self.claims)),
+                         read_latency=self.ub.read_latency)
         return m
 
 
