@@ -338,9 +338,11 @@ class ResponseSender(wiring.Component):
     The rows ``addr .. addr + n - 1`` must lie inside their memory (the controller's ADDRESS
     check sees to that), so the row counters are only as wide as the deeper memory needs.
 
-    One shift register of ``max(8, R, 4C)`` bytes holds the header or one row, as its raw
-    little-endian bits; the next row is loaded in the cycle the last byte of the previous one
-    is taken. The counters of a COUNTERS packet are snapshot into a second shift register that
+    One register of ``max(8, R, 4C)`` bytes holds the header or one row, as its raw
+    little-endian bits, and a byte index picks the byte that goes next; the next row is loaded
+    in the cycle the last byte of the previous one is taken. (A shift register would move all
+    of its bits on every byte sent: the multiplexer in front of each bit and the control logic
+    reaching all of them were the ULX3S's critical path, 12.2 ns built for 80 MHz.) The counters of a COUNTERS packet are snapshot into a second shift register that
     holds only their ``counter_bits`` live bits (rounded up to whole bytes): it moves on by a
     byte for each live byte sent, and the zero bytes that extend each counter to a u64 are
     produced from the byte count instead.
@@ -427,7 +429,8 @@ class ResponseSender(wiring.Component):
         payload_bytes = n_counters * counter_bytes
         width = max(WORD, rows, 4 * cols)
 
-        buffer    = Signal(8 * width, name="tx_buffer", reset_less=True)  # byte 0 goes next
+        buffer    = Signal(8 * width, name="tx_buffer", reset_less=True)  # the header or a row
+        index     = Signal(range(width), name="tx_index")     # its byte that goes next
         # Bytes left: in the buffer, or (COUNTERS) in the header and the counter payload.
         count     = Signal(range(max(width, WORD + payload_bytes) + 1), name="tx_count")
         # count == 0 and count == 1 as flip-flops: they are in the path from the host's `ready`
@@ -477,7 +480,7 @@ class ResponseSender(wiring.Component):
         live_mask = sum(1 << ((-k) % counter_bytes) for k in range(live_bytes))
         live = Const(live_mask, counter_bytes).bit_select(count[:3], 1)
         m.d.comb += self.out.payload.eq(Mux(in_counters, Mux(live, snapshot[:8], 0),
-                                            buffer[:8]))
+                                            buffer.word_select(index, 8)))
 
         # The buffer is free for new bytes at the next clock edge. With `load` it takes `row`, a
         # UB row if `row_is_ub`, else an ACC row.
@@ -547,9 +550,15 @@ class ResponseSender(wiring.Component):
         # multiplexers: from nested conditions Yosys kept a chain of multiplexers in front of
         # every bit instead of using the flip-flops' clock enables.
         is_counters = command.kind == ResponseKind.COUNTERS
+        # The header fills the buffer's first 8 bytes; the bytes above take only rows.
+        with m.If(self.start | load):
+            m.d.sync += buffer[:8 * WORD].eq(Mux(self.start, header, row[:8 * WORD]))
+        if width > WORD:
+            with m.If(load):
+                m.d.sync += buffer[8 * WORD:].eq(row[8 * WORD:])
         with m.If(self.start | load | sent):
             m.d.sync += [
-                buffer.eq(Mux(self.start, header, Mux(load, row, buffer[8:]))),
+                index.eq(Mux(self.start | load, 0, index + 1)),
                 count.eq(Mux(self.start, Mux(is_counters, WORD + payload_bytes, WORD),
                              Mux(load, Mux(row_is_ub, rows, 4 * cols), count - 1))),
                 # A header, a UB row and an ACC row each hold more than one byte, except a UB
