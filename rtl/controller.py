@@ -1006,17 +1006,22 @@ class Controller(wiring.Component):
 
         # Scoreboard. The candidate's ranges, by memory, at the memory's width: a verdict
         # counts only for an instruction that passed the ADDRESS check, whose rows lie inside.
+        # They are registered in the decode stage, so that the overlap comparators start at
+        # flip-flops (a multiplexer in front of them was part of the ULX3S's critical path).
         ub_range  = Signal(RowRange(g.ub_depth), name="candidate_ub")
         acc_range = Signal(RowRange(g.acc_depth), name="candidate_acc")
         wm_range  = Signal(RowRange(g.wm_depth), name="candidate_wm")
-        m.d.comb += [
-            ub_range.lo.eq(Mux(is_op[Opcode.ACTIVATE], b, a)),
-            ub_range.hi.eq(Mux(is_op[Opcode.ACTIVATE], b_hi, a_hi)),
-            acc_range.lo.eq(Mux(is_op[Opcode.MATMUL], b, a)),
-            acc_range.hi.eq(Mux(is_op[Opcode.MATMUL], b_hi, a_hi)),
-            wm_range.lo.eq(a),
-            wm_range.hi.eq(a_hi),
-        ]
+        d_activate = d_op == int(Opcode.ACTIVATE)
+        d_matmul = d_op == int(Opcode.MATMUL)
+        with m.If(decode):
+            m.d.sync += [
+                ub_range.lo.eq(Mux(d_activate, d_b, d_a)),
+                ub_range.hi.eq(Mux(d_activate, d_b + d_n, d_a + d_n)),
+                acc_range.lo.eq(Mux(d_matmul, d_b, d_a)),
+                acc_range.hi.eq(Mux(d_matmul, d_b + d_n, d_a + d_n)),
+                wm_range.lo.eq(d_a),
+                wm_range.hi.eq(d_a + d_n),
+            ]
         # The rows being read through each shared read port. Its two users never send requests
         # at the same time (each instruction waits until the other unit has sent its last), so
         # one range per port does, noted when its instruction issues. The MATMUL unit keeps its
