@@ -51,9 +51,11 @@ class Accelerator(wiring.Component):
         (:class:`rtl.controller.ActivateUnit`'s ``row_register``, ``32 * C`` flip-flops), and
         the memories' ``read_buffer`` (a queue of two registers after each read port, so that
         no consumer's ``ready`` reaches a block RAM's enable and no block RAM output a
-        consumer's logic; a cycle more of read latency) and ``output_register`` (the block
-        RAM's own, which ECP5 builds fold into it; another cycle). The smallest FPGA has no room for
-        them. Programs compute the same either way.
+        consumer's logic; a cycle more of read latency), ``output_register`` (the block RAM's
+        own, which ECP5 builds fold into it; another cycle) and the scoreboard's candidate
+        ranges registered at decode (:class:`rtl.controller.Controller`'s
+        ``range_register``). The smallest FPGA has no room for them. Programs compute the same
+        either way.
 
     Members
     -------
@@ -115,6 +117,7 @@ class Accelerator(wiring.Component):
             read_buffer=self._timing_registers, output_register=self._timing_registers)
         m.submodules.controller     = controller = Controller(
             g, counter_bits=self._counter_bits, row_register=self._timing_registers,
+            range_register=self._timing_registers,
             read_latency=max(ub.read_latency, acc.read_latency))
         m.submodules.unified_buffer = ub
         m.submodules.weight_memory  = wm

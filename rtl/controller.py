@@ -757,6 +757,9 @@ class Controller(wiring.Component):
     row_register : bool
         :class:`ActivateUnit`'s ``row_register`` (default False). (The
         :class:`~rtl.host_link.ResponseSender`'s is always on.)
+    range_register : bool
+        Register the scoreboard's candidate row ranges as a word is decoded (default False):
+        about 60 flip-flops, for a shorter path into the overlap checks.
     read_latency : int
         The unified buffer's and accumulator's read latency, 1 to 3 (default 3; a longer one
         than the memories' costs nothing but a counter per shared port): with 1, every response
@@ -784,9 +787,13 @@ class Controller(wiring.Component):
         to tell the host that an answer is complete).
     """
     def __init__(self, geometry, *, counter_bits=COUNTER_BITS, row_register=False,
-                 read_latency=3):
+                 range_register=False, read_latency=3):
         check_geometry(self, geometry)
         check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
+        if not isinstance(range_register, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"range_register must be a bool, not {range_register!r}")
+        self._range_register = range_register
         check_int(self, "Read latency", read_latency, 1, 3)
         self._read_latency = read_latency
         self._counter_bits = counter_bits
@@ -815,6 +822,10 @@ class Controller(wiring.Component):
             })),
             "idle": Out(1),
         })
+
+    @property
+    def range_register(self):
+        return self._range_register
 
     @property
     def geometry(self):
@@ -1006,21 +1017,32 @@ class Controller(wiring.Component):
 
         # Scoreboard. The candidate's ranges, by memory, at the memory's width: a verdict
         # counts only for an instruction that passed the ADDRESS check, whose rows lie inside.
-        # They are registered in the decode stage, so that the overlap comparators start at
-        # flip-flops (a multiplexer in front of them was part of the ULX3S's critical path).
+        # With `range_register` they are registered in the decode stage, so that the overlap
+        # comparators start at flip-flops (a multiplexer in front of them was part of the
+        # ULX3S's critical path); the UP5K has no room for the flip-flops.
         ub_range  = Signal(RowRange(g.ub_depth), name="candidate_ub")
         acc_range = Signal(RowRange(g.acc_depth), name="candidate_acc")
         wm_range  = Signal(RowRange(g.wm_depth), name="candidate_wm")
-        d_activate = d_op == int(Opcode.ACTIVATE)
-        d_matmul = d_op == int(Opcode.MATMUL)
-        with m.If(decode):
-            m.d.sync += [
-                ub_range.lo.eq(Mux(d_activate, d_b, d_a)),
-                ub_range.hi.eq(Mux(d_activate, d_b + d_n, d_a + d_n)),
-                acc_range.lo.eq(Mux(d_matmul, d_b, d_a)),
-                acc_range.hi.eq(Mux(d_matmul, d_b + d_n, d_a + d_n)),
-                wm_range.lo.eq(d_a),
-                wm_range.hi.eq(d_a + d_n),
+        if self._range_register:
+            d_activate = d_op == int(Opcode.ACTIVATE)
+            d_matmul = d_op == int(Opcode.MATMUL)
+            with m.If(decode):
+                m.d.sync += [
+                    ub_range.lo.eq(Mux(d_activate, d_b, d_a)),
+                    ub_range.hi.eq(Mux(d_activate, d_b + d_n, d_a + d_n)),
+                    acc_range.lo.eq(Mux(d_matmul, d_b, d_a)),
+                    acc_range.hi.eq(Mux(d_matmul, d_b + d_n, d_a + d_n)),
+                    wm_range.lo.eq(d_a),
+                    wm_range.hi.eq(d_a + d_n),
+                ]
+        else:
+            m.d.comb += [
+                ub_range.lo.eq(Mux(is_op[Opcode.ACTIVATE], b, a)),
+                ub_range.hi.eq(Mux(is_op[Opcode.ACTIVATE], b_hi, a_hi)),
+                acc_range.lo.eq(Mux(is_op[Opcode.MATMUL], b, a)),
+                acc_range.hi.eq(Mux(is_op[Opcode.MATMUL], b_hi, a_hi)),
+                wm_range.lo.eq(a),
+                wm_range.hi.eq(a_hi),
             ]
         # The rows being read through each shared read port. Its two users never send requests
         # at the same time (each instruction waits until the other unit has sent its last), so

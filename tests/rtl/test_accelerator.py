@@ -388,8 +388,10 @@ def test_timing_registers():
         sender = controller.find_subfragment("sender").origins[0]
         assert acc.read_register == ppu.operand_stage == dut.timing_registers == register
         assert act.row_register == register
+        assert controller.origins[0].range_register == register
         for memory in ("unified_buffer", "weight_memory", "accumulator"):
             assert fragment.find_subfragment(memory).origins[0].read_buffer == register
+            assert fragment.find_subfragment(memory).origins[0].output_register == register
         assert sender.row_register                  # in every build
         assert ppu.latency == (7 if register else 6)
     with pytest.raises(TypeError, match="timing_registers must be a bool, not 'no'"):

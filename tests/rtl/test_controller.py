@@ -617,6 +617,11 @@ def test_controller_interface():
     Fragment.get(dut, None)
 
 
+def test_bad_range_register():
+    with pytest.raises(TypeError, match="range_register must be a bool, not 1"):
+        Controller(G23, range_register=1)
+
+
 @pytest.mark.parametrize("latency, error", [(0, ValueError), (4, ValueError), ("3", TypeError)])
 def test_bad_read_latency(latency, error):
     with pytest.raises(error, match=f"Read latency must be .*not {latency!r}"):
