@@ -342,7 +342,8 @@ class ResponseSender(wiring.Component):
     little-endian bits, and a byte index picks the byte that goes next; the next row is loaded
     in the cycle the last byte of the previous one is taken. (A shift register would move all
     of its bits on every byte sent: the multiplexer in front of each bit and the control logic
-    reaching all of them were the ULX3S's critical path, 12.2 ns built for 80 MHz.) The counters of a COUNTERS packet are snapshot into a second shift register that
+    reaching all of them were the ULX3S's critical path, 12.2 ns built for 80 MHz.) The
+    counters of a COUNTERS packet are snapshot into a second register, a shift register that
     holds only their ``counter_bits`` live bits (rounded up to whole bytes): it moves on by a
     byte for each live byte sent, and the zero bytes that extend each counter to a u64 are
     produced from the byte count instead.
