@@ -239,14 +239,12 @@ class AccumulatorMemory(wiring.Component):
         for j in range(cols):
             m.d.sync += s.row[j].eq(Mux(accumulate[j], old[j], 0) + add.data[j])
 
-        m.d.comb += [
-            write.en.eq(s_valid),
-            write.addr.eq(s.addr),
-            write.data.eq(s.row),
-            out_write.en.eq(s_valid),
-            out_write.addr.eq(s.addr),
-            out_write.data.eq(s.row),
-        ]
+        for port in (write, out_write):     # the storage and its copy for reads
+            m.d.comb += [
+                port.en.eq(s_valid),
+                port.addr.eq(s.addr),
+                port.data.eq(s.row),
+            ]
 
         connect_read_port(m, out_read, self.r_addr, self.r_data, name="out_read",
                           buffer=self._read_buffer, output_register=self._output_register,
