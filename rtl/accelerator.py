@@ -52,7 +52,9 @@ class Accelerator(wiring.Component):
         the memories' ``read_buffer`` (a queue of two registers after each read port, so that
         no consumer's ``ready`` reaches a block RAM's enable and no block RAM output a
         consumer's logic; a cycle more of read latency), ``output_register`` (the block RAM's
-        own, which ECP5 builds fold into it; another cycle) and the scoreboard's candidate
+        own, which ECP5 builds fold into it; another cycle), the unified buffer's
+        ``write_register`` (its writes, from the payload or ACTIVATE, registered on their way to
+        its block RAMs; a read sees a write a cycle later) and the scoreboard's candidate
         ranges registered at decode (:class:`rtl.controller.Controller`'s
         ``range_register``). The smallest FPGA has no room for them. Programs compute the same
         either way.
@@ -108,7 +110,8 @@ class Accelerator(wiring.Component):
 
         ub = UnifiedBuffer(
             g.rows, g.ub_depth, masked=True, tag=MatmulRowTag(),
-            read_buffer=self._timing_registers, output_register=self._timing_registers)
+            read_buffer=self._timing_registers, output_register=self._timing_registers,
+            write_register=self._timing_registers)
         wm = WeightMemory(
             g.cols, g.wm_depth, read_buffer=self._timing_registers,
             output_register=self._timing_registers)

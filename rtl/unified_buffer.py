@@ -288,8 +288,9 @@ class RowMemory(wiring.Component):
     that may be due (:func:`connect_read_port`).
 
     Ordering: a read returns the row as written by every write accepted in the same cycle or
-    earlier (``write_latency`` = 0 cycles or more before the read). Writes accepted later, even
-    while the response still waits, do not change it.
+    earlier (``write_latency`` = 0 cycles or more before the read); with ``write_register``,
+    by every write accepted a cycle or more earlier (``write_latency`` = 1). Writes accepted
+    later, even while the response still waits, do not change it.
 
     Parameters
     ----------
@@ -311,6 +312,10 @@ class RowMemory(wiring.Component):
         Pass every row through the block RAM's own output register as well (default False; read
         latency 3; needs ``read_buffer``): on ECP5 the build flow folds it into the block RAM,
         whose output is then fast.
+    write_register : bool
+        Register every write before it reaches the block RAM (default False; write latency 1).
+        The block RAMs of a wide memory are spread over the die: a register lets the placer put
+        the write's address, data and enables between the writers and them.
 
     Members
     -------
@@ -322,12 +327,13 @@ class RowMemory(wiring.Component):
         Read responses, one per request, in order.
     """
     def __init__(self, width, depth, *, masked=False, tag=None, read_buffer=True,
-                 output_register=False):
+                 output_register=False, write_register=False):
         check_int(self, "Width", width, 1, MAX_WIDTH)
         check_int(self, "Depth", depth, 1, MAX_DEPTH)
-        if not isinstance(masked, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"masked must be a bool, not {masked!r}")
+        for name, value in (("masked", masked), ("write_register", write_register)):
+            if not isinstance(value, bool):
+                self._MustUse__silence = True
+                raise TypeError(f"{name} must be a bool, not {value!r}")
         check_read_options(self, read_buffer, output_register)
         if tag is not None:
             try:
@@ -341,6 +347,7 @@ class RowMemory(wiring.Component):
         self._tag = tag
         self._read_buffer = read_buffer
         self._output_register = output_register
+        self._write_register = write_register
         self._row = data.ArrayLayout(unsigned(8), width)
         super().__init__({
             "w":      In(stream.Signature(RowWrite(self._row, depth, masked=masked))),
@@ -377,6 +384,11 @@ class RowMemory(wiring.Component):
         return self._output_register
 
     @property
+    def write_register(self):
+        """Whether writes pass a register before they reach the block RAM."""
+        return self._write_register
+
+    @property
     def row_layout(self):
         """The layout of one row, ``ArrayLayout(unsigned(8), width)``."""
         return self._row
@@ -390,7 +402,7 @@ class RowMemory(wiring.Component):
     @property
     def write_latency(self):
         """A read accepted this many cycles or more after a write sees it."""
-        return 0
+        return int(self._write_register)
 
     def elaborate(self, platform):
         m = Module()
@@ -404,15 +416,21 @@ class RowMemory(wiring.Component):
         # makes it so (transparent), or the read port's bypass does (output register).
         read = memory.read_port(transparent_for=() if self._output_register else (write,))
 
+        m.d.comb += self.w.ready.eq(1)
+        if self._write_register:
+            w_valid = Signal(name="w_valid")
+            w_row   = Signal.like(self.w.payload, name="w_row")
+            m.d.sync += [w_valid.eq(self.w.valid), w_row.eq(self.w.payload)]
+        else:
+            w_valid, w_row = self.w.valid, self.w.payload
         m.d.comb += [
-            self.w.ready.eq(1),
-            write.addr.eq(self.w.payload.addr),
-            write.data.eq(self.w.payload.data),
+            write.addr.eq(w_row.addr),
+            write.data.eq(w_row.data),
         ]
         if self._masked:
-            m.d.comb += write.en.eq(Mux(self.w.valid, self.w.payload.mask, 0))
+            m.d.comb += write.en.eq(Mux(w_valid, w_row.mask, 0))
         else:
-            m.d.comb += write.en.eq(self.w.valid)
+            m.d.comb += write.en.eq(w_valid)
         connect_read_port(m, read, self.r_addr, self.r_data, name="read",
                           buffer=self._read_buffer, output_register=self._output_register,
                           write_port=write)
@@ -443,6 +461,8 @@ class UnifiedBuffer(RowMemory):
         Pass rows through a queue of registers (default True; :class:`RowMemory`).
     output_register : bool
         And through the block RAM's own output register (default False; :class:`RowMemory`).
+    write_register : bool
+        Register writes before the block RAM (default False; :class:`RowMemory`).
 
     Members
     -------
@@ -454,10 +474,10 @@ class UnifiedBuffer(RowMemory):
         Read responses, one per request, in order.
     """
     def __init__(self, rows=8, depth=1024, *, masked=False, tag=None, read_buffer=True,
-                 output_register=False):
+                 output_register=False, write_register=False):
         check_int(self, "Row count", rows, 1, MAX_WIDTH)
         super().__init__(rows, depth, masked=masked, tag=tag, read_buffer=read_buffer,
-                         output_register=output_register)
+                         output_register=output_register, write_register=write_register)
 
     @property
     def rows(self):

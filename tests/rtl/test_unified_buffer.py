@@ -17,12 +17,14 @@ from sim.testbench import simulate
 EDGE_BYTES = [-128, -1, 0, 1, 127, 128, 255]
 
 #: The read port's options (rtl.unified_buffer.connect_read_port): the block RAM's latch as
-#: the response, the queue of registers after it, and the block RAM's output register as well.
+#: the response, the queue of registers after it, and the block RAM's output register as well;
+#: and the same with writes registered before the block RAM (as the accelerator builds it).
 READ_OPTIONS = pytest.mark.parametrize("options", [
     {"read_buffer": False},
     {"read_buffer": True},
     {"read_buffer": True, "output_register": True},
-], ids=["latch", "queue", "output-register"])
+    {"read_buffer": True, "output_register": True, "write_register": True},
+], ids=["latch", "queue", "output-register", "write-register"])
 
 
 def most_due(dut):
@@ -196,7 +198,7 @@ def test_throughput_and_latency(options):
     assert run.responses == run.expected
     assert np.all(np.diff(run.write_cycles) == 1)
     assert np.all(np.diff(run.read_cycles) == 1)
-    assert dut.read_latency == 1 + sum(options.values())
+    assert dut.read_latency == 1 + dut.read_buffer + dut.output_register
     assert np.all(np.subtract(run.response_cycles, run.read_cycles) == dut.read_latency)
 
 
@@ -280,8 +282,9 @@ def test_request_ready_ignores_response_ready(make):
 def test_read_write_ordering(options):
     # A read returns every write accepted `write_latency` (0) or more cycles before it, so a
     # read in the very cycle of a write to its entry already returns the new row (with the
-    # output register, through the read port's bypass). Reads of the entry on every cycle
-    # around a write show exactly when the change appears.
+    # output register, through the read port's bypass). With the write register, the read of
+    # the next cycle is the first (1). Reads of the entry on every cycle around a write show
+    # exactly when the change appears.
     rows, depth = 4, 2
     dut = UnifiedBuffer(rows, depth, **options)
     old, new = np.array([1, 2, 3, 4]), np.array([255, -128, 127, 1])
@@ -300,7 +303,7 @@ def test_read_write_ordering(options):
     assert before in expected and after in expected
     assert [data for data, _ in run.responses] == expected
     assert run.responses == run.expected
-    assert dut.write_latency == 0
+    assert dut.write_latency == int(options.get("write_register", False))
 
 
 @READ_OPTIONS
@@ -400,6 +403,8 @@ def test_row_memory_bad_parameters():
         RowMemory(4, 4, output_register="on")
     with pytest.raises(ValueError, match="output_register needs read_buffer"):
         RowMemory(4, 4, read_buffer=False, output_register=True)
+    with pytest.raises(TypeError, match="write_register must be a bool, not 1"):
+        RowMemory(4, 4, write_register=1)
 
 
 # Byte-masked writes ---------------------------------------------------------------------------
