@@ -1,6 +1,6 @@
 """Post-processing unit (PPU): requantizes rows of int32 accumulators to int8."""
 
-from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -323,30 +323,14 @@ class PostProcessor(wiring.Component):
             i_next_bias = Signal(data.ArrayLayout(signed(32), lanes))
             with m.If(self.i.valid):
                 m.d.sync += i_first.eq(i_pass == passes - 1)
-            # Each byte of each register has its own copy of the pass number, counting as
-            # i_pass does from its own value (`keep` besides): the biases sit in the
-            # configuration registers across the die from i_pass, and one pass number driving
-            # all their multiplexers was the ULX3S's critical path at 85 MHz (7.6 ns of routing).
-            for name, values, target in (("acc", self.i.payload.data, i_next_acc),
-                                         ("bias", cfg.bias, i_next_bias)):
-                for lane in range(lanes):
-                    for byte in range(4):
-                        pass_copy = Signal(range(passes), name=f"i_pass_{name}{lane}_{byte}",
-                                           attrs={"keep": 1})
-                        with m.If(self.i.valid):
-                            m.d.sync += pass_copy.eq(
-                                Mux(pass_copy == passes - 1, 0, pass_copy + 1))
-                        bits = slice(8 * byte, 8 * byte + 8)
-                        with m.Switch(pass_copy):
-                            for p in range(passes - 1):
-                                # In pass P - 1 the next pass is the first one of the next row:
-                                # the registers are not used then, so pass P - 2's case serves
-                                # it too.
-                                with (m.Case(p) if p < passes - 2 else m.Default()):
-                                    value = group(values, p + 1)[lane]
-                                    piece = (Const(0, 8) if isinstance(value, int)
-                                             else Value.cast(value)[bits])
-                                    m.d.sync += target[lane][bits].eq(piece)
+            with m.Switch(i_pass):
+                for p in range(passes - 1):
+                    # In pass P - 1 the next pass is the first one of the next row: the
+                    # registers are not used then, so pass P - 2's case serves it too.
+                    with (m.Case(p) if p < passes - 2 else m.Default()):
+                        for lane, (acc, bias) in enumerate(zip(
+                                group(self.i.payload.data, p + 1), group(cfg.bias, p + 1))):
+                            m.d.sync += [i_next_acc[lane].eq(acc), i_next_bias[lane].eq(bias)]
             lane_acc = [Mux(i_first, acc, i_next_acc[lane])
                         for lane, acc in enumerate(group(self.i.payload.data, 0))]
             lane_bias = [Mux(i_first, bias, i_next_bias[lane])

@@ -397,17 +397,6 @@ def test_accumulator_selects_per_column(tmp_path, synth, flop, read_register):
     assert _count_registers(tmp_path, unit, synth, flop, "*_accumulate*") == cols
 
 
-@pytest.mark.parametrize("synth,flop", FLOPS)
-def test_ppu_pass_copies_stay_apart(tmp_path, synth, flop):
-    """A time-shared PPU with three passes or more keeps a copy of its pass number for each
-    byte of its next-pass registers (rtl/ppu.py), although the copies count alike, so no
-    flip-flop drives the multiplexers of all the biases."""
-    cols, lanes = 5, 2                  # 3 passes: 2 bits of pass number
-    copies = 2 * lanes * 4              # accumulator and bias, per lane and byte
-    assert _count_registers(tmp_path, PostProcessor(cols, lanes), synth, flop,
-                            "*i_pass_*") == copies * 2
-
-
 @pytest.mark.parametrize("width", [2, 9, 17, 18])
 def test_ecp5_multiplier_products(tmp_path, width):
     """:class:`~boards.dsp.ECP5Multiplier` through the MULT18X18D model: every pair of edge
