@@ -45,7 +45,7 @@ class Accelerator(wiring.Component):
         ``2**counter_bits`` and READ_COUNTERS still sends 8 bytes each.
     timing_registers : bool
         Registers that only shorten paths, for the clock rate (default True): the accumulator
-        memory's ``read_register`` (:class:`rtl.accumulator.AccumulatorMemory`, about ``96 * C``
+        memory's ``read_register`` (:class:`rtl.accumulator.AccumulatorMemory`, about ``128 * C``
         flip-flops), the PPU's ``operand_stage`` (:class:`rtl.ppu.PostProcessor`, a cycle
         more of latency) and the register of rows on their way from the accumulator to the PPU
         (:class:`rtl.controller.ActivateUnit`'s ``row_register``, ``32 * C`` flip-flops), and

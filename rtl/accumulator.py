@@ -52,9 +52,13 @@ class AccumulatorMemory(wiring.Component):
     more: that keeps a slow block RAM output (ECP5: almost 6 ns from the clock) out of the
     adders' cycle. Back-to-back accumulates to the same entry are exact: a write that follows
     another to its entry too closely for the read to see it takes that one's sum instead of the
-    stale row (forwarding: from the sum being written and, with ``read_register``, the one
-    written a cycle ago), and a later one reads the row as it is being written (transparent
-    read port).
+    stale row (forwarding). Without ``read_register``, it forwards the sum being written, and a
+    later write reads the row as it is being written (transparent read port). With
+    ``read_register``, the read port is not transparent, so that the old row's register is the
+    block RAM's own output register (which the ECP5 flow folds in, boards/bram.py, and which
+    presents the row about 1 ns after the clock instead of almost 6), and the memory carries
+    :data:`rtl.unified_buffer.COLLISIONS_BYPASSED`: it forwards the sums written zero, one and
+    two cycles before the add, the more recent first.
 
     Reads use a copy of the storage that every write updates as well (``out_memory``: block
     RAMs have too few ports for one) and behave as in :class:`rtl.unified_buffer.RowMemory`:
@@ -73,7 +77,7 @@ class AccumulatorMemory(wiring.Component):
         Number of rows, 1 to ``MAX_DEPTH``.
     read_register : bool
         Register the old row between the block RAM and the adders (default True). It costs a
-        cycle of ``write_latency`` and about ``3 * 32 * cols`` flip-flops, which the smallest
+        cycle of ``write_latency`` and about ``4 * 32 * cols`` flip-flops, which the smallest
         FPGAs cannot spare.
     read_buffer : bool
         Pass read responses through a queue of two registers, so that ``r_addr.ready`` does not
@@ -152,10 +156,13 @@ class AccumulatorMemory(wiring.Component):
         m = Module()
         cols, depth = self._cols, self._depth
 
-        m.submodules.memory = memory = Memory(shape=self._row, depth=depth, init=[])
+        # With the read register the read port's collisions are repaired by forwarding, so
+        # that nothing stands between the block RAM and that register; without it the port is
+        # transparent: a read sees the write done in the same cycle.
+        attrs = {COLLISIONS_BYPASSED: 1} if self._read_register else None
+        m.submodules.memory = memory = Memory(shape=self._row, depth=depth, init=[], attrs=attrs)
         write = memory.write_port()
-        # Transparent: a read sees the write done in the same cycle.
-        rmw_read = memory.read_port(transparent_for=(write,))
+        rmw_read = memory.read_port(transparent_for=() if self._read_register else (write,))
         # The copy for reads; with the output register its read port repairs its own
         # collisions instead (connect_read_port).
         attrs = {COLLISIONS_BYPASSED: 1} if self._output_register else None
@@ -167,8 +174,8 @@ class AccumulatorMemory(wiring.Component):
 
         # Pipeline registers, by stage: `b_` holds the write while its old row is read, `r_`
         # (with the read register) the old row as read and the write, `s_` the sum being
-        # written, `t_` (with the read register) the sum written a cycle ago. Stage `a` is the
-        # write being accepted on `w`. Only the valid bits need a reset.
+        # written, `t_` and `u_` (with the read register) the sums written one and two cycles
+        # ago. Stage `a` is the write being accepted on `w`. Only the valid bits need a reset.
         b = Signal(AccumulatorWrite(cols, depth), name="b_write", reset_less=True)
         b_valid = Signal(name="b_valid")
         s = Signal(data.StructLayout({"addr": range(depth), "row": self._row}), name="s_write",
@@ -192,12 +199,18 @@ class AccumulatorMemory(wiring.Component):
             r = Signal(AccumulatorWrite(cols, depth), name="r_write", reset_less=True)
             r_valid = Signal(name="r_valid")
             r_read = Signal(self._row, name="r_read", reset_less=True)
+            t_valid = Signal(name="t_valid")
+            t_addr = Signal(range(depth), name="t_addr", reset_less=True)
             t_row = Signal(self._row, name="t_row", reset_less=True)
+            u_row = Signal(self._row, name="u_row", reset_less=True)
             m.d.sync += [
                 r_valid.eq(b_valid),
                 r.eq(b),
                 r_read.eq(rmw_read.data),
+                t_valid.eq(s_valid),
+                t_addr.eq(s.addr),
                 t_row.eq(s.row),
+                u_row.eq(t_row),
             ]
             add, add_valid, read = r, r_valid, r_read
             before = b
@@ -205,17 +218,19 @@ class AccumulatorMemory(wiring.Component):
             add, add_valid, read = b, b_valid, rmw_read.data
             before = self.w.payload
 
-        # The row `add` adds to. Its read saw every write up to the one done then; missing are
-        # the sum in `s` (written now) and, with the read register, the one in `t` (written a
-        # cycle ago): forward them, the more recent first. The forwarding decisions and the
-        # `accumulate` flag each select 32 * C bits across the adders, so every column has
-        # copies of its own, which synthesis keeps apart (`keep`): one flip-flop driving them
-        # all was the ULX3S's critical path (8.4 ns of routing).
+        # The row `add` adds to. Its read saw every write done before it; missing are the sum
+        # in `s` (written now) and, with the read register, those in `t` and `u` (written one
+        # and two cycles ago, the latter as the row was read; without the read register the
+        # transparent port saw that one): forward them, the more recent first. The forwarding
+        # decisions and the `accumulate` flag each select 32 * C bits across the adders, so
+        # every column has copies of its own, which synthesis keeps apart (`keep`): one
+        # flip-flop driving them all was the ULX3S's critical path (8.4 ns of routing).
         def copies(name):
             return [Signal(name=f"{name}{j}", attrs={"keep": 1}) for j in range(cols)]
 
         forward_s = copies("forward_s")
         forward_t = copies("forward_t") if self._read_register else None
+        forward_u = copies("forward_u") if self._read_register else None
         accumulate = copies(f"{'r' if self._read_register else 'b'}_accumulate")
         for j in range(cols):
             m.d.sync += [
@@ -223,12 +238,15 @@ class AccumulatorMemory(wiring.Component):
                 accumulate[j].eq(before.accumulate),
             ]
             if self._read_register:
-                m.d.sync += forward_t[j].eq(s_valid & (s.addr == before.addr))
+                m.d.sync += [
+                    forward_t[j].eq(s_valid & (s.addr == before.addr)),
+                    forward_u[j].eq(t_valid & (t_addr == before.addr)),
+                ]
         old = Signal(self._row, name="old_row")
         for j in range(cols):
             column = read[j]
             if self._read_register:
-                column = Mux(forward_t[j], t_row[j], column)
+                column = Mux(forward_t[j], t_row[j], Mux(forward_u[j], u_row[j], column))
             m.d.comb += old[j].eq(Mux(forward_s[j], s.row[j], column))
 
         # Assigning to a 32-bit element drops the carry: the wrap-around is two's complement.

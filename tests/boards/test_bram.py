@@ -143,41 +143,59 @@ def test_leaves_an_output_that_leaves_the_module():
     assert design == before
 
 
-#: Memories deep enough for block RAM, with the read port's output register; and how many bits
-#: a row has (the flip-flops the fold takes out).
+#: Memories deep enough for block RAM, with the read port's output register; how many bits a
+#: row has (the flip-flops each folded memory gives up); and the options that leave every read
+#: port transparent.
 MEMORIES = {
-    "unified_buffer": (lambda **kw: UnifiedBuffer(rows=8, depth=256, masked=True, **kw), 64),
-    "weight_memory":  (lambda **kw: WeightMemory(cols=4, depth=512, **kw), 32),
-    "accumulator":    (lambda **kw: AccumulatorMemory(cols=2, depth=256, **kw), 64),
+    "unified_buffer": (lambda **kw: UnifiedBuffer(rows=8, depth=256, masked=True, **kw), 64, {}),
+    "weight_memory":  (lambda **kw: WeightMemory(cols=4, depth=512, **kw), 32, {}),
+    "accumulator":    (lambda **kw: AccumulatorMemory(cols=2, depth=256, **kw), 64,
+                       {"read_register": False}),
 }
+
+
+def _registered_brams(design):
+    """Each ``DP16KD`` of ``design``'s top module: whether a read port uses its output register."""
+    return {name: "OUTREG" in (cell["parameters"]["REGMODE_A"], cell["parameters"]["REGMODE_B"])
+            for name, cell in design["modules"]["top"]["cells"].items()
+            if cell["type"] == "DP16KD"}
 
 
 @pytest.mark.parametrize("memory", MEMORIES)
 def test_memories_take_their_output_register(memory, tmp_path):
-    # Synthesized as the board flow does, every block RAM that serves the read port takes the
-    # register in, and only its flip-flops (one per bit of a row) leave the fabric. The
-    # accumulator's read-modify-write copy keeps its transparent port, and no register.
-    make, row_bits = MEMORIES[memory]
+    # Synthesized as the board flow does, every block RAM takes the register after its read port
+    # in, and only those flip-flops (one per bit of a row) leave the fabric. The accumulator has
+    # two memories: the copy that serves reads, and the read-modify-write storage, whose old row
+    # register (`read_register`) follows a port that forwarding keeps free of collision logic.
+    make, row_bits, _ = MEMORIES[memory]
     synthesize(make(output_register=True), "ecp5", tmp_path)
     design = json.loads((tmp_path / "top.json").read_text())
     ports, removed = fold_output_registers(design, "top")
-    assert removed == row_bits
-    brams = {name: cell for name, cell in design["modules"]["top"]["cells"].items()
-             if cell["type"] == "DP16KD"}
-    read = {name: cell for name, cell in brams.items() if not name.startswith("memory.")
-            or memory != "accumulator"}
-    assert read and ports >= len(read)
-    for name, cell in brams.items():
-        registered = "OUTREG" in (cell["parameters"]["REGMODE_A"],
-                                  cell["parameters"]["REGMODE_B"])
-        assert registered == (name in read), name
+    memories = 2 if memory == "accumulator" else 1
+    assert removed == memories * row_bits
+    registered = _registered_brams(design)
+    assert registered and ports >= len(registered)
+    assert all(registered.values()), registered
+
+
+def test_accumulator_storage_takes_its_output_register(tmp_path):
+    # The read register alone: the storage's block RAMs fold it, the copy's (without the output
+    # register, a transparent port) fold nothing.
+    make, row_bits, _ = MEMORIES["accumulator"]
+    synthesize(make(read_register=True, output_register=False), "ecp5", tmp_path)
+    design = json.loads((tmp_path / "top.json").read_text())
+    assert fold_output_registers(design, "top")[1] == row_bits
+    registered = _registered_brams(design)
+    assert any(name.startswith("out_memory.") for name in registered)
+    for name, folded in registered.items():
+        assert folded == name.startswith("memory."), name
 
 
 @pytest.mark.parametrize("memory", MEMORIES)
 def test_transparent_ports_keep_no_register(memory, tmp_path):
-    # Without the option, Yosys's transparency logic sits between the block RAM and the
+    # Without the options, Yosys's transparency logic sits between the block RAM and the
     # memory's first register, and nothing is folded.
-    make, _ = MEMORIES[memory]
-    synthesize(make(), "ecp5", tmp_path)
+    make, _, transparent = MEMORIES[memory]
+    synthesize(make(**transparent), "ecp5", tmp_path)
     design = json.loads((tmp_path / "top.json").read_text())
     assert fold_output_registers(design, "top") == (0, 0)

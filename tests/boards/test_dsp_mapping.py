@@ -393,7 +393,7 @@ def test_accumulator_selects_per_column(tmp_path, synth, flop, read_register):
     cols = 3
     unit = AccumulatorMemory(cols, 16, read_register=read_register, read_buffer=read_register)
     assert _count_registers(tmp_path, unit, synth, flop, "*forward_*") == \
-        cols * (2 if read_register else 1)
+        cols * (3 if read_register else 1)
     assert _count_registers(tmp_path, unit, synth, flop, "*_accumulate*") == cols
 
 
