@@ -99,17 +99,24 @@ class Lights(wiring.Component):
         m = Module()
         tick_bits, half, stretch = self._timing
 
-        tick = Signal()
+        # A tick in the last cycle of each prescaler period, registered, and a copy for each
+        # timer: a board's LEDs can sit at opposite corners of the die (the ULX3S's ok and
+        # error lights: the tick's decode between them was its critical path, 9.5 ns of
+        # routing), and a copy per timer lets the placer put each next to its own.
+        ticks = {name: Signal(name=f"tick_{name}", attrs={"keep": 1})
+                 for name in ("alive", "ok", "error")}
         if tick_bits:
             prescaler = Signal(tick_bits)
             m.d.sync += prescaler.eq(prescaler + 1)
-            m.d.comb += tick.eq(prescaler.all())
+            for tick in ticks.values():
+                m.d.sync += tick.eq(prescaler == 2**tick_bits - 2)
         else:
-            m.d.comb += tick.eq(1)
+            for tick in ticks.values():
+                m.d.comb += tick.eq(1)
 
         alive = Signal()
         alive_count = Signal(range(half))
-        with m.If(tick):
+        with m.If(ticks["alive"]):
             with m.If(alive_count == half - 1):
                 m.d.sync += [alive_count.eq(0), alive.eq(~alive)]
             with m.Else():
@@ -120,7 +127,7 @@ class Lights(wiring.Component):
             left = Signal(range(stretch + 1), name=f"{name}_left")
             with m.If(getattr(self, name)):
                 m.d.sync += left.eq(stretch)
-            with m.Elif(tick & (left != 0)):
+            with m.Elif(ticks[name] & (left != 0)):
                 m.d.sync += left.eq(left - 1)
             lit[name] = left != 0
 

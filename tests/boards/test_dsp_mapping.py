@@ -35,6 +35,7 @@ from firmware.isa import Geometry
 from firmware.nn import Dense, Requantization, compile_dense
 from rtl.accumulator import AccumulatorMemory
 from rtl.host_link import PayloadReceiver
+from rtl.lights import Lights
 from rtl.mxu import MatrixUnit
 from rtl.ppu import PART_WIDTH, PostProcessor
 from rtl.split_multiplier import SplitMultiplier
@@ -395,6 +396,13 @@ def test_accumulator_selects_per_column(tmp_path, synth, flop, read_register):
     assert _count_registers(tmp_path, unit, synth, flop, "*forward_*") == \
         cols * (3 if read_register else 1)
     assert _count_registers(tmp_path, unit, synth, flop, "*_accumulate*") == cols
+
+
+@pytest.mark.parametrize("synth,flop", FLOPS)
+def test_light_ticks_per_timer(tmp_path, synth, flop):
+    """The lights' prescaler tick keeps a register per timer (rtl/lights.py), although the
+    copies hold the same bit, so no one flip-flop reaches LEDs at both ends of the die."""
+    assert _count_registers(tmp_path, Lights(clk_freq=25e6), synth, flop, "*tick_*") == 3
 
 
 @pytest.mark.parametrize("width", [2, 9, 17, 18])

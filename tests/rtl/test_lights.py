@@ -12,10 +12,11 @@ from rtl.verilog import emit_verilog
 from sim.golden.lights import lights as model
 from sim.testbench import simulate
 
-# Clock frequencies that give a tick every cycle (below TICK_HZ) and one every 16 cycles, at
-# a whole and a fractional number of Hz. Board clocks are checked by their timing only (below):
-# simulating a second of an 18 MHz clock is not worth it.
-FREQUENCIES = [150, 3_200, 5_000.5]
+# Clock frequencies that give a tick every cycle (below TICK_HZ), every other cycle (the
+# smallest prescaler, whose registered tick decodes 0) and every 16 cycles, at a whole and a
+# fractional number of Hz. Board clocks are checked by their timing only (below): simulating a
+# second of an 18 MHz clock is not worth it.
+FREQUENCIES = [150, 400, 3_200, 5_000.5]
 
 
 def random_inputs(rng, cycles):
@@ -117,3 +118,6 @@ def test_verilog():
     # The narrow timers, by name: a 16-bit prescaler at 18 MHz, then 8- and 4-bit counters.
     assert "reg [15:0] prescaler" in verilog
     assert "reg [3:0] ok_left" in verilog and "reg [3:0] error_left" in verilog
+    # The tick is registered, once per timer (their lights may be far apart on the die).
+    for name in ("alive", "ok", "error"):
+        assert f"reg tick_{name}" in verilog
