@@ -127,8 +127,8 @@ class PayloadReceiver(wiring.Component):
     unit the UB write port to itself, so writes are not held (``ready`` is ignored).
 
     The shift register that assembles rows and configurations also serves as the controller's
-    instruction word register: ``word_in`` shifts a byte of ``i.payload`` in outside a payload,
-    and ``recent`` shows the last 8 bytes that entered. (A payload overwrites the word, but
+    instruction word register: ``word_in`` shifts a byte of ``i.payload`` into its top 8 bytes
+    outside a payload, and ``recent`` shows the last 8 bytes that entered. (A payload overwrites the word, but
     only after the word has retired; a row or configuration is taken in the cycle after its
     last byte, before the next byte can enter.)
 
@@ -259,10 +259,18 @@ class PayloadReceiver(wiring.Component):
                     m.d.sync += [copy.eq(is_config & config_ok) for copy in config_write]
                 with m.Else():
                     m.d.sync += row_byte.eq(row_byte + 1)
-        # Payload bytes (not padding), or word bytes for the controller.
-        with m.If((self.i.valid & self.i.ready & has_rows & ~self.start) |
-                  self.word_in):
-            m.d.sync += shift.eq(Cat(shift[8:], self.i.payload))
+        # Payload bytes (not padding) shift through all of the register, word bytes for the
+        # controller only through its top 8 bytes (`recent`): rows and configurations are made
+        # of payload bytes alone. The rest of it then takes its clock enable from flip-flops
+        # (`valid` and `has_rows`; `start` comes only while `busy` is low, so never with
+        # `has_rows`), not from the controller's issue logic behind `word_in`: that enable,
+        # across all 8 * (4 C + 8) bits, was a critical path of the ULX3S's 16 x 16.
+        payload_in = self.i.valid & has_rows
+        with m.If(payload_in | self.word_in):
+            m.d.sync += shift[-8 * WORD:].eq(Cat(shift[-8 * WORD + 8:], self.i.payload))
+        if width > WORD:
+            with m.If(payload_in):
+                m.d.sync += shift[:-8 * WORD].eq(shift[8:8 * (width - WORD + 1)])
 
         def top(count):
             return shift[8 * (width - count):]

