@@ -130,10 +130,20 @@ def check_synthesis_log(path):
                          f"would not match the design; see {path}")
 
 
-def _run(step, command, cwd, log, progress, phases=None, phase_log=None):
-    """Run one tool, writing its output to ``log``; report progress while it runs."""
+class _Stopped(Exception):
+    """A tool was stopped because ``stop`` in :func:`_run` gave a reason (the exception's
+    argument)."""
+
+
+def _run(step, command, cwd, log, progress, phases=None, phase_log=None, stop=None, poll=15):
+    """Run one tool, writing its output to ``log``; report progress while it runs.
+
+    Every ``poll`` seconds, ``stop`` (if given) is called with the text of the phase log; if it
+    returns a reason, the tool is stopped and :class:`_Stopped` raised with that reason.
+    """
     start = time.monotonic()
     progress(f"{step} ...")
+    stopped = []
     with open(cwd / log, "w") as log_file:
         process = subprocess.Popen(command, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT,
                                    env=_tool_env())
@@ -141,13 +151,18 @@ def _run(step, command, cwd, log, progress, phases=None, phase_log=None):
 
         def report():
             last = None
-            while not done.wait(15):
+            while not done.wait(poll):
                 phase = _latest_phase(cwd / (phase_log or log), phases) if phases else None
                 elapsed = time.monotonic() - start
                 text = f"{step}: {elapsed:.0f} s" + (f", {phase}" if phase else "")
                 if text != last:
                     progress(text)
                     last = text
+                reason = stop(_read_log(cwd / (phase_log or log))) if stop else None
+                if reason:
+                    stopped.append(reason)
+                    process.kill()
+                    return
         watcher = threading.Thread(target=report, daemon=True)
         watcher.start()
         try:
@@ -158,6 +173,9 @@ def _run(step, command, cwd, log, progress, phases=None, phase_log=None):
         finally:
             done.set()
             watcher.join()
+    if stopped:
+        progress(f"{step}: stopped after {time.monotonic() - start:.0f} s: {stopped[0]}")
+        raise _Stopped(stopped[0])
     seconds = time.monotonic() - start
     if code != 0:
         tail = (cwd / log).read_text(errors="replace").strip().splitlines()[-15:]
@@ -167,10 +185,62 @@ def _run(step, command, cwd, log, progress, phases=None, phase_log=None):
     return seconds
 
 
-def _latest_phase(log, phases):
+def _read_log(path):
     try:
-        text = log.read_text(errors="replace")
+        return path.read_text(errors="replace")
     except OSError:
+        return ""
+
+
+#: router2 iterations after which a timing-driven rip-up that still has failing arcs is taken
+#: to be stalled. Every ULX3S build that met timing finished routing within 60-262 iterations;
+#: a stalled one runs on to nextpnr's limit of 1,500 (about an hour) and still fails.
+RIPUP_STALL_ITERATIONS = 400
+
+
+def ripup_stalled(log_text, limit=None):
+    """A reason to stop nextpnr if its log shows router2 at iteration ``limit`` (default
+    :data:`RIPUP_STALL_ITERATIONS`) or later with arcs still failing timing (``tmgfail``);
+    None otherwise."""
+    if limit is None:
+        limit = RIPUP_STALL_ITERATIONS
+    found = re.findall(r"iter=(\d+) .*?overused=(\d+) .*?tmgfail=(\d+)", log_text)
+    if not found:
+        return None
+    iteration, overused, failing = map(int, found[-1])
+    if iteration >= limit and failing > 0:
+        return (f"router2's timing-driven rip-up had not closed after {iteration} iterations "
+                f"({failing} arcs failing timing, {overused} wires overused)")
+    return None
+
+
+def place_and_route(step, command, out, progress, poll=15):
+    """Run nextpnr's ``command`` in the folder ``out`` (its log: ``nextpnr.log``); return its
+    time in seconds, and why its timing-driven rip-up was stopped, or None.
+
+    A rip-up (``--tmg-ripup``) that stalls (:func:`ripup_stalled`) is stopped, and the design
+    placed and routed again without it: the same seed places it the same way, and plain
+    router2 finishes in minutes, so a failing build takes about half an hour less and still
+    reports its Fmax. The stopped run's log is kept as ``nextpnr_ripup.log``.
+    """
+    try:
+        seconds = _run(step, command, out, "nextpnr_run.log", progress, _NEXTPNR_PHASES,
+                       phase_log="nextpnr.log", poll=poll,
+                       stop=ripup_stalled if "--tmg-ripup" in command else None)
+        return seconds, None
+    except _Stopped as stopped:
+        (out / "nextpnr.log").replace(out / "nextpnr_ripup.log")
+        progress("placing and routing again without the timing-driven rip-up "
+                 "(the stopped run's log: nextpnr_ripup.log)")
+        seconds = _run(step, [arg for arg in command if arg != "--tmg-ripup"], out,
+                       "nextpnr_run.log", progress, _NEXTPNR_PHASES, phase_log="nextpnr.log",
+                       poll=poll)
+        return seconds, str(stopped)
+
+
+def _latest_phase(log, phases):
+    text = _read_log(log)
+    if not text:
         return None
     found = None
     for line in text.splitlines():
@@ -422,9 +492,8 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     else:
         command += ["--vopt", f"cst={NAME}.cst", "--sdc", f"{NAME}.sdc",
                     "--write", f"{NAME}.pnr.json"]
-    times["place_and_route"] = _run(f"place and route ({family['nextpnr']})", command, out,
-                                    "nextpnr_run.log", progress, _NEXTPNR_PHASES,
-                                    phase_log="nextpnr.log")
+    times["place_and_route"], ripup_stopped = place_and_route(
+        f"place and route ({family['nextpnr']})", command, out, progress)
 
     # Pack the bitstream.
     bitstream = NAME + board.bitstream
@@ -441,7 +510,8 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
                      registered_cells=len(registered) + ppu_registered,
                      logic_multipliers=len(logic) - split_cells, split_cells=split_cells,
                      seed=seed, times=times, wall=time.monotonic() - started,
-                     output_registers=output_registers, folded_flip_flops=folded_flip_flops)
+                     output_registers=output_registers, folded_flip_flops=folded_flip_flops,
+                     ripup_stopped=ripup_stopped)
     write_reports(report, out)
     progress(f"report: {out / 'report.md'}")
     return report
@@ -518,7 +588,9 @@ def _report(board, top, out, family, bitstream, **extra):
                         "dsp_with_registers": extra["registered_cells"],
                         "logic_split": extra["split_cells"]},
         "seed": extra["seed"],
-        "router": " ".join((family["router"], *family["router_options"])),
+        "router": " ".join((family["router"], *(option for option in family["router_options"]
+                                                if not extra.get("ripup_stopped")))),
+        "ripup_stopped": extra.get("ripup_stopped"),
         "build_seconds": round(extra["wall"], 1),
         "step_seconds": {step: round(value, 1) for step, value in extra["times"].items()},
         "tools": _tool_versions(family),
@@ -593,7 +665,9 @@ def report_markdown(report):
         ("bitstream", f"`{report['bitstream']}`"),
         # (Reports from before the router was recorded have only the seed.)
         ("place and route", ", ".join([f"seed {report['seed']}"] +
-                                      ([report["router"]] if "router" in report else []))),
+                                      ([report["router"]] if "router" in report else [])) +
+         (f"; the first run was stopped and the design placed and routed again without "
+          f"`--tmg-ripup`: {report['ripup_stopped']}" if report.get("ripup_stopped") else "")),
         ("tools", ", ".join(f"{name} {version}" for name, version in report["tools"].items())),
     ]
     lines = [f"# puce on {report['title']}", "", "| | |", "|---|---|"]

@@ -128,9 +128,9 @@ class PayloadReceiver(wiring.Component):
 
     The shift register that assembles rows and configurations also serves as the controller's
     instruction word register: ``word_in`` shifts a byte of ``i.payload`` into its top 8 bytes
-    outside a payload, and ``recent`` shows the last 8 bytes that entered. (A payload overwrites the word, but
-    only after the word has retired; a row or configuration is taken in the cycle after its
-    last byte, before the next byte can enter.)
+    outside a payload, and ``recent`` shows the last 8 bytes that entered. (A payload
+    overwrites the word, but only after the word has retired; a row or configuration is taken
+    in the cycle after its last byte, before the next byte can enter.)
 
     Parameters
     ----------

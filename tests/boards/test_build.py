@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import re
+import sys
 import time
 import warnings
 
@@ -217,6 +218,112 @@ def test_report_markdown_has_every_field():
         multipliers={"dsp": 76, "logic": 188, "dsp_with_registers": 76, "logic_split": 180})))
     assert rows["multipliers"] == ("76 in DSP blocks (76 with their own registers), 188 in logic "
                                    "(180 split over two stages)")
+
+
+def test_report_markdown_stopped_ripup():
+    reason = ("router2's timing-driven rip-up had not closed after 400 iterations (512 arcs "
+              "failing timing, 1 wires overused)")
+    rows = _table(report_markdown(_report(router="router2", ripup_stopped=reason)))
+    assert rows["place and route"] == (
+        "seed 1, router2; the first run was stopped and the design placed and routed again "
+        f"without `--tmg-ripup`: {reason}")
+    assert _table(report_markdown(_report(ripup_stopped=None)))["place and route"] == \
+        "seed 1, router2 --tmg-ripup"
+
+
+def _router_log(*iterations):
+    """nextpnr log lines for router2 iterations given as (iter, overused, tmgfail)."""
+    return "Info: Running router2...\n" + "".join(
+        f"Info:     iter={n} wires=1167867 overused={o} overuse={o} tmgfail={t} archfail=NA\n"
+        for n, o, t in iterations)
+
+
+@pytest.mark.parametrize("log, stalled", [
+    ("", False),
+    ("Info: Running placer\n", False),
+    (_router_log((1, 75398, 88), (2, 44598, 139)), False),
+    (_router_log((399, 1, 681)), False),                   # not yet at the limit
+    (_router_log((399, 1, 681), (400, 1, 681)), True),
+    (_router_log((400, 0, 8)), True),                      # routed, a few arcs short
+    (_router_log((400, 0, 8), (1500, 0, 0)), False),       # closed: nothing to stop
+    (_router_log((650, 3, 0)), False),                     # timing met, overuse left
+])
+def test_ripup_stall_rule(log, stalled):
+    reason = build_module.ripup_stalled(log)
+    assert (reason is not None) == stalled
+    if stalled:
+        assert reason.startswith("router2's timing-driven rip-up had not closed after ")
+
+
+def test_ripup_stall_limit():
+    assert build_module.RIPUP_STALL_ITERATIONS == 400
+    assert build_module.ripup_stalled(_router_log((120, 0, 5)), limit=100) == (
+        "router2's timing-driven rip-up had not closed after 120 iterations (5 arcs failing "
+        "timing, 0 wires overused)")
+
+
+def test_run_stops_a_stalled_tool(tmp_path):
+    """``_run`` stops a tool as soon as ``stop`` gives a reason, and says why; a tool that
+    ends by itself is left alone."""
+    script = tmp_path / "tool.py"
+    script.write_text(
+        "import sys, time\n"
+        "with open('tool.log', 'w') as log:\n"
+        "    for n in range(1, 10**6):\n"
+        "        log.write(f'iter={n} overused=0 tmgfail=7\\n'); log.flush()\n"
+        "        if n == int(sys.argv[1]): break\n"
+        "        time.sleep(0.01)\n")
+    messages = []
+    started = time.monotonic()
+    with pytest.raises(build_module._Stopped, match=r"had not closed after \d+ iterations"):
+        build_module._run("tool", [sys.executable, str(script), "0"], tmp_path, "run.log",
+                          messages.append, phase_log="tool.log", poll=0.2,
+                          stop=lambda text: build_module.ripup_stalled(text, limit=5))
+    assert time.monotonic() - started < 60
+    assert any("stopped after" in message for message in messages)
+    seconds = build_module._run("tool", [sys.executable, str(script), "3"], tmp_path,
+                                "run.log", messages.append, phase_log="tool.log", poll=0.2,
+                                stop=lambda text: build_module.ripup_stalled(text, limit=5))
+    assert seconds >= 0 and messages[-1].startswith("tool: done in")
+
+
+#: A stand-in for nextpnr: with ``--tmg-ripup`` its router never closes (it logs one more
+#: iteration with failing arcs every 10 ms, for 30 s or until killed); without it, it routes
+#: and ends.
+FAKE_NEXTPNR = """\
+import sys, time
+with open("nextpnr.log", "w") as log:
+    log.write("Info: Running router2...\\n")
+    if "--tmg-ripup" not in sys.argv:
+        log.write("Info:     iter=1 wires=10 overused=0 overuse=0 tmgfail=0 archfail=0\\n")
+        log.write("Info: Routing complete.\\n")
+        sys.exit(0)
+    for n in range(1, 3000):
+        log.write(f"Info:     iter={n} wires=10 overused=0 overuse=0 tmgfail=9 archfail=NA\\n")
+        log.flush()
+        time.sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize("ripup", [True, False])
+def test_place_and_route_stops_a_stalled_ripup(tmp_path, monkeypatch, ripup):
+    """A stalled timing-driven rip-up is stopped and the design placed and routed again without
+    it, the stopped run's log kept; a run without the rip-up is never stopped."""
+    monkeypatch.setattr(build_module, "RIPUP_STALL_ITERATIONS", 20)
+    (tmp_path / "nextpnr.py").write_text(FAKE_NEXTPNR)
+    command = [sys.executable, "nextpnr.py", "--seed", "1"] + (["--tmg-ripup"] if ripup else [])
+    messages = []
+    seconds, stopped = build_module.place_and_route("place and route", command, tmp_path,
+                                                    messages.append, poll=0.2)
+    assert seconds >= 0
+    assert "Routing complete." in (tmp_path / "nextpnr.log").read_text()
+    if ripup:
+        assert re.fullmatch(r"router2's timing-driven rip-up had not closed after \d+ "
+                            r"iterations \(9 arcs failing timing, 0 wires overused\)", stopped)
+        assert "tmgfail=9" in (tmp_path / "nextpnr_ripup.log").read_text()
+        assert any(message.startswith("placing and routing again") for message in messages)
+    else:
+        assert stopped is None and not (tmp_path / "nextpnr_ripup.log").exists()
 
 
 def test_report_markdown_ice40_spram_fail_and_unknown():
