@@ -360,7 +360,7 @@ def _yosys_name(module, cell):
 
 
 def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
-          max_payload=MAX_PAYLOAD, out=None, seed=1, dsp_budget=None, progress=print):
+          max_payload=MAX_PAYLOAD, out=None, seed=None, dsp_budget=None, progress=print):
     """Build ``board``'s bitstream into ``out``; return the report (also written there).
 
     Parameters
@@ -374,8 +374,8 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
         As :class:`boards.top.BoardTop`.
     out : path or None
         Output folder (default ``build/<board>-<R>x<C>``); created if needed.
-    seed : int
-        nextpnr's placement seed.
+    seed : int or None
+        nextpnr's placement seed (default: the board's).
     dsp_budget : int or None
         DSP blocks the multipliers may use (default: the board's, else all of the device's).
     progress : callable
@@ -393,6 +393,8 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     if not isinstance(board, Board):
         raise TypeError(f"board must be a board name or a boards.targets.Board, not {board!r}")
     family = FAMILIES[board.family]
+    if seed is None:
+        seed = board.seed
     top = BoardTop(board, geometry, clock=clock, baud=baud, max_payload=max_payload,
                    ppu_lanes=ppu_lanes)
     g = top.geometry

@@ -58,6 +58,9 @@ class Board:
     dsp_budget : int or None
         Default DSP budget of the build (None: every DSP block of the device); the other
         multipliers are built in logic.
+    seed : int
+        Default nextpnr placement seed (1 unless the default build meets timing with another
+        and not with 1; docs/boards.md).
     """
     name: str
     title: str
@@ -77,6 +80,7 @@ class Board:
     extra_resources: str = None
     dsp_budget: int = None
     timing_registers: bool = True
+    seed: int = 1
 
     def make_platform(self, *, get_multiplier=None, get_ppu_multiplier=None):
         """A new instance of the amaranth-boards platform (with any optional resources).
@@ -133,9 +137,11 @@ BOARDS = {board.name: board for board in [
         # 76 (the PPU's 4 and 72 array cells, the other 184 products in logic) the 16 x 16
         # routes (docs/boards.md). With the timing registers, the travelling weight loads, the
         # split multipliers in logic, the block RAMs' own output registers and the unified
-        # buffer's write register it meets 87.5 MHz (87.67 MHz); builds for 90 MHz have not
-        # met it (docs/boards.md).
-        dsp_budget=76,
+        # buffer's write register it meets 87.5 MHz; builds for 90 MHz have not met it. The
+        # final design's 87.5 MHz builds land within a megahertz of the clock whatever the seed
+        # (86.45-87.73 MHz for seeds 1-5): seed 5 is the one of those that met it
+        # (docs/boards.md).
+        dsp_budget=76, seed=5,
     ),
     Board(
         name="tangnano9k", title="Sipeed Tang Nano 9K", family="gowin",

@@ -354,6 +354,9 @@ def test_get_board():
     for name, board in BOARDS.items():
         assert get_board(name) is board and board.name == name
         assert board.family in FAMILIES
+    # The default seeds: the one that met the ULX3S's default clock (docs/boards.md), 1 else.
+    assert {name: board.seed for name, board in BOARDS.items()} == {
+        "icebreaker": 1, "ulx3s-85f": 5, "tangnano9k": 1}
     assert {board.bitstream for board in BOARDS.values()} == {".bin", ".bit", ".fs"}
     for bad in ("nope", "ICEBREAKER", "", None, 3):
         with pytest.raises(ValueError, match=r"^unknown board .*; known boards: icebreaker, "
@@ -516,7 +519,8 @@ def _check_report(small_build):
     # The router as the family's flow runs it, timing-driven rip-up on ECP5.
     assert report["router"] == {"ice40": "router1", "ecp5": "router2 --tmg-ripup",
                                 "gowin": "router2"}[board.family]
-    assert f"seed 1, {report['router']}" in (out / "report.md").read_text()
+    assert report["seed"] == board.seed
+    assert f"seed {board.seed}, {report['router']}" in (out / "report.md").read_text()
     # Only the ECP5 flow folds registers into block RAMs (boards/bram.py); a tiny build's
     # memories are too small for block RAM, so it folds none, and says so.
     if board.family == "ecp5":
