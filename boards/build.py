@@ -152,13 +152,14 @@ def _run(step, command, cwd, log, progress, phases=None, phase_log=None, stop=No
         def report():
             last = None
             while not done.wait(poll):
-                phase = _latest_phase(cwd / (phase_log or log), phases) if phases else None
+                log_text = _read_log(cwd / (phase_log or log)) if phases or stop else ""
+                phase = _latest_phase(log_text, phases) if phases else None
                 elapsed = time.monotonic() - start
                 text = f"{step}: {elapsed:.0f} s" + (f", {phase}" if phase else "")
                 if text != last:
                     progress(text)
                     last = text
-                reason = stop(_read_log(cwd / (phase_log or log))) if stop else None
+                reason = stop(log_text) if stop else None
                 if reason:
                     stopped.append(reason)
                     process.kill()
@@ -238,10 +239,7 @@ def place_and_route(step, command, out, progress, poll=15):
         return seconds, str(stopped)
 
 
-def _latest_phase(log, phases):
-    text = _read_log(log)
-    if not text:
-        return None
+def _latest_phase(text, phases):
     found = None
     for line in text.splitlines():
         for pattern, name in phases:
@@ -590,8 +588,9 @@ def _report(board, top, out, family, bitstream, **extra):
                         "dsp_with_registers": extra["registered_cells"],
                         "logic_split": extra["split_cells"]},
         "seed": extra["seed"],
-        "router": " ".join((family["router"], *(option for option in family["router_options"]
-                                                if not extra.get("ripup_stopped")))),
+        # A stopped rip-up was routed again without the family's router options.
+        "router": family["router"] if extra.get("ripup_stopped") else
+        " ".join((family["router"], *family["router_options"])),
         "ripup_stopped": extra.get("ripup_stopped"),
         "build_seconds": round(extra["wall"], 1),
         "step_seconds": {step: round(value, 1) for step, value in extra["times"].items()},

@@ -506,7 +506,8 @@ def _parser():
     build_parser.add_argument("--dsp-budget", metavar="N",
                               help="DSP blocks the multipliers may use (default: the board's, "
                                    "else all)")
-    build_parser.add_argument("--seed", metavar="N", help="nextpnr placement seed (default: the board's)")
+    build_parser.add_argument("--seed", metavar="N",
+                              help="nextpnr placement seed (default: the board's)")
     build_parser.add_argument("--out", metavar="DIR",
                               help="output folder (default build/<board>-<R>x<C>)")
     build_parser.set_defaults(run=_build)
