@@ -12,7 +12,9 @@ The flow, for every family::
 design with more products than the device has DSPs fails to place. Pass 1 lists the
 multipliers; pass 2 keeps the PPU's first (a 32 x 32 product in logic is huge), then the MXU's
 cells in order, while the device's DSPs last, and turns every other multiplier into a radix-4
-Booth multiplier in logic (Yosys ``booth``), which is 40-60 % smaller than a plain array.
+Booth multiplier in logic (Yosys ``booth``), which is 40-60 % smaller than a plain array. On
+ECP5 the array cells left out get :class:`~rtl.booth_multiplier.BoothMultiplier` when the
+design is elaborated again, built on the carry chains, which is about half as big again.
 
 **Timing.** nextpnr runs with ``--timing-allow-fail`` so that a missed clock still gives a
 bitstream and a report: ``timing`` in the report says whether the achieved Fmax reaches the
@@ -35,7 +37,7 @@ from pathlib import Path
 
 from firmware.link import MAX_PAYLOAD
 from rtl.ppu import PART_WIDTH
-from rtl.split_multiplier import SplitMultiplier
+from rtl.booth_multiplier import BoothMultiplier
 from . import pll as pll_module
 from .bram import COLLISIONS_UNDEFINED, fold_output_registers
 from .dsp import ECP5Multiplier, multiplier_cells
@@ -64,7 +66,7 @@ FAMILIES = {
         "router_options": (), "pack": "yowasp-icepack", "dsp_width": 16, "dsps": 8,
         "constraints": ".pcf", "cells": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
                                          "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"},
-        "ff_cell": r"SB_DFF\w*", "registered_multipliers": False, "split_multipliers": False,
+        "ff_cell": r"SB_DFF\w*", "registered_multipliers": False, "booth_multipliers": False,
         "output_registers": False,
     },
     "ecp5": {
@@ -73,7 +75,7 @@ FAMILIES = {
         "pack": "yowasp-ecppack", "dsp_width": 18, "dsps": 156,
         "constraints": ".lpf", "cells": {"logic": "TRELLIS_COMB", "dsp": "MULT18X18D",
                                          "bram": "DP16KD", "ff": "TRELLIS_FF"},
-        "ff_cell": r"TRELLIS_FF", "registered_multipliers": True, "split_multipliers": True,
+        "ff_cell": r"TRELLIS_FF", "registered_multipliers": True, "booth_multipliers": True,
         "output_registers": True,
     },
     "gowin": {
@@ -82,7 +84,7 @@ FAMILIES = {
         "pack": "gowin_pack", "dsp_width": 18, "dsps": 20,
         "constraints": ".cst", "cells": {"logic": "LUT4", "dsp": "MULT18X18",
                                          "bram": "BSRAM", "ff": "DFF"},
-        "ff_cell": r"DFF\w*", "registered_multipliers": False, "split_multipliers": False,
+        "ff_cell": r"DFF\w*", "registered_multipliers": False, "booth_multipliers": False,
         "output_registers": False,
     },
 }
@@ -274,8 +276,6 @@ def choose_dsp_cells(cells, budget, width):
     """
     def rank(cell):
         name = cell[0]
-        if _is_split_half(name):
-            return 2
         if _is_ppu(name):
             return 0
         if ".\\mxu." in name:
@@ -298,28 +298,22 @@ def _is_ppu(name):
     return ".\\ppu." in name
 
 
-def _is_split_half(name):
-    """Whether a flattened Yosys cell name is half of an array cell's
-    :class:`~rtl.split_multiplier.SplitMultiplier` (which stays in logic)."""
-    return re.search(r"\\mxu\.\\pe_\d+_\d+\.\\multiplier\.", name) is not None
-
-
 def _natural(name):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _elaborate(board, top, out, registered=(), ppu=False, split=False):
+def _elaborate(board, top, out, registered=(), ppu=False, booth=False):
     """Write the design and its constraints into ``out``; ``registered`` array cells, as
     ``(row, col)``, and with ``ppu`` the PPU's partial products, get the family's DSP block
-    with registers as their multiplier, and with ``split`` the other array cells a
-    :class:`~rtl.split_multiplier.SplitMultiplier`. Returns how many the PPU took (it asks
+    with registers as their multiplier, and with ``booth`` the other array cells a
+    :class:`~rtl.booth_multiplier.BoothMultiplier`. Returns how many the PPU took (it asks
     only with its operand stage)."""
     given = []
 
     def get_multiplier(row, col):
         if (row, col) in registered:
             return ECP5Multiplier()
-        return SplitMultiplier() if split else None
+        return BoothMultiplier() if booth else None
 
     def get_ppu_multiplier(lane, part):
         given.append((lane, part))
@@ -420,7 +414,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     synth = f"{family['synth']} -top {NAME}"
     cells = _list_multipliers(synth, yosys, out, progress, times, "")
     dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])
-    registered, ppu_registered = set(), 0
+    registered, ppu_registered, booth_cells = set(), 0, 0
     if family["registered_multipliers"]:
         registered = multiplier_cells(dsp)
         # The PPU's partial products (one block each) take registered blocks if all got one.
@@ -433,19 +427,19 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
         # other products.
         t0 = time.monotonic()
         ppu_registered = _elaborate(board, top, out, registered, ppu=ppu_registered > 0,
-                                    split=family["split_multipliers"])
+                                    booth=family["booth_multipliers"])
         times["elaborate"] += time.monotonic() - t0
         progress(f"elaborate: DSP blocks with their own registers: {len(registered)} array "
                  f"cells, {ppu_registered} PPU products" + (
-                     f"; {g.rows * g.cols - len(registered)} array cells split in logic"
-                     if family["split_multipliers"] else ""))
+                     f"; {g.rows * g.cols - len(registered)} array cells as Booth multipliers "
+                     f"in logic" if family["booth_multipliers"] else ""))
         cells = _list_multipliers(synth, yosys, out, progress, times, "_registered")
         dsp, logic, blocks = choose_dsp_cells(
             cells, budget - len(registered) - ppu_registered, family["dsp_width"])
         blocks += len(registered) + ppu_registered
-
-    # A split multiplier is two $mul cells, but one product.
-    split_cells = sum(_is_split_half(name) for name, *_ in logic) // 2
+        if family["booth_multipliers"]:
+            # Built from logic already: Yosys sees no $mul cell of theirs.
+            booth_cells = g.rows * g.cols - len(registered)
 
     # Pass 2: the DSP budget, then the rest of the synthesis.
     # (The first steps run again rather than reading puce_flat.il back: they also load the
@@ -508,7 +502,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     report = _report(board, top, out, family, bitstream, dsp_blocks=blocks,
                      dsp_budget=budget, dsp_cells=len(dsp) + len(registered) + ppu_registered,
                      registered_cells=len(registered) + ppu_registered,
-                     logic_multipliers=len(logic) - split_cells, split_cells=split_cells,
+                     logic_multipliers=len(logic) + booth_cells, booth_cells=booth_cells,
                      seed=seed, times=times, wall=time.monotonic() - started,
                      output_registers=output_registers, folded_flip_flops=folded_flip_flops,
                      ripup_stopped=ripup_stopped)
@@ -586,7 +580,7 @@ def _report(board, top, out, family, bitstream, **extra):
         "dsp_budget": extra["dsp_budget"],
         "multipliers": {"dsp": extra["dsp_cells"], "logic": extra["logic_multipliers"],
                         "dsp_with_registers": extra["registered_cells"],
-                        "logic_split": extra["split_cells"]},
+                        "logic_booth": extra["booth_cells"]},
         "seed": extra["seed"],
         # A stopped rip-up was routed again without the family's router options.
         "router": family["router"] if extra.get("ripup_stopped") else
@@ -630,8 +624,8 @@ def _multipliers_line(multipliers):
     if multipliers.get("dsp_with_registers"):
         line += f" ({multipliers['dsp_with_registers']} with their own registers)"
     line += f", {multipliers['logic']} in logic"
-    if multipliers.get("logic_split"):
-        line += f" ({multipliers['logic_split']} split over two stages)"
+    if multipliers.get("logic_booth"):
+        line += f" ({multipliers['logic_booth']} of them the array's Booth multipliers)"
     return line
 
 

@@ -39,7 +39,7 @@ class MultiplierSignature(wiring.Signature):
     ``p`` is ``a * b`` two cycles after ``a`` and ``b`` (operand register, product register),
     both registers clocked by the ``sync`` domain while ``en`` is set, neither reset. A product
     register may also be split into registered parts that ``p`` adds up
-    (:class:`rtl.split_multiplier.SplitMultiplier`).
+    (:class:`rtl.booth_multiplier.BoothMultiplier`).
 
     Parameters
     ----------

