@@ -217,28 +217,69 @@ def ripup_stalled(log_text, limit=None):
     return None
 
 
+#: router2 is taken to be diverging when its overused wires have grown in each of the last
+#: :data:`DIVERGE_ITERATIONS` iterations to :data:`DIVERGE_FACTOR` times their fewest and to
+#: :data:`DIVERGE_WIRES` at least. On the ULX3S, an 18 x 18 went from 6,995 at iteration 11
+#: to 14,380 at iteration 23 that way, and three 16 x 16 and 17 x 17 builds that never routed
+#: (one without the rip-up) grew past 1,000; the builds that routed had their overuse falling,
+#: apart from bumps of a few iterations at a few dozen wires (3 to 14 in one).
+DIVERGE_ITERATIONS = 5
+DIVERGE_FACTOR = 1.5
+DIVERGE_WIRES = 1000
+
+
+def routing_diverged(log_text):
+    """A reason to stop nextpnr if its log shows router2's congestion growing without end
+    (:data:`DIVERGE_ITERATIONS`, :data:`DIVERGE_FACTOR`, :data:`DIVERGE_WIRES`); None
+    otherwise."""
+    found = [tuple(map(int, match)) for match in
+             re.findall(r"iter=(\d+) .*?overused=(\d+)", log_text)]
+    if len(found) <= DIVERGE_ITERATIONS:
+        return None
+    fewest_at, fewest = min(found, key=lambda entry: entry[1])
+    iteration, overused = found[-1]
+    recent = [count for _, count in found[-DIVERGE_ITERATIONS - 1:]]
+    if overused >= max(DIVERGE_FACTOR * fewest, DIVERGE_WIRES) and all(
+            later > earlier for earlier, later in zip(recent, recent[1:])):
+        return (f"router2's congestion kept growing: {overused} wires overused at iteration "
+                f"{iteration}, from {fewest} at iteration {fewest_at}")
+    return None
+
+
 def place_and_route(step, command, out, progress, poll=15):
     """Run nextpnr's ``command`` in the folder ``out`` (its log: ``nextpnr.log``); return its
     time in seconds, and why its timing-driven rip-up was stopped, or None.
 
-    A rip-up (``--tmg-ripup``) that stalls (:func:`ripup_stalled`) is stopped, and the design
-    placed and routed again without it: the same seed places it the same way, and plain
-    router2 finishes in minutes, so a failing build takes about half an hour less and still
-    reports its Fmax. The stopped run's log is kept as ``nextpnr_ripup.log``.
+    A rip-up (``--tmg-ripup``) that stalls (:func:`ripup_stalled`) or whose congestion grows
+    (:func:`routing_diverged`) is stopped, and the design placed and routed again without it:
+    the same seed places it the same way, and plain router2 finishes in minutes, so a failing
+    build takes about half an hour less and still reports its Fmax. The stopped run's log is
+    kept as ``nextpnr_ripup.log``. If plain router2's congestion grows too, the design does not
+    route, and :class:`BuildError` says so.
     """
+    def ripup_stop(text):
+        return ripup_stalled(text) or routing_diverged(text)
+
+    def plain(arguments):
+        try:
+            return _run(step, arguments, out, "nextpnr_run.log", progress, _NEXTPNR_PHASES,
+                        phase_log="nextpnr.log", poll=poll, stop=routing_diverged)
+        except _Stopped as stopped:
+            raise BuildError(f"the design does not route: {stopped}; its log is "
+                             f"{out / 'nextpnr.log'}. Try a smaller array (--rows, --cols), "
+                             f"another --dsp-budget or another --seed") from None
+
+    if "--tmg-ripup" not in command:
+        return plain(command), None
     try:
         seconds = _run(step, command, out, "nextpnr_run.log", progress, _NEXTPNR_PHASES,
-                       phase_log="nextpnr.log", poll=poll,
-                       stop=ripup_stalled if "--tmg-ripup" in command else None)
+                       phase_log="nextpnr.log", poll=poll, stop=ripup_stop)
         return seconds, None
     except _Stopped as stopped:
         (out / "nextpnr.log").replace(out / "nextpnr_ripup.log")
         progress("placing and routing again without the timing-driven rip-up "
                  "(the stopped run's log: nextpnr_ripup.log)")
-        seconds = _run(step, [arg for arg in command if arg != "--tmg-ripup"], out,
-                       "nextpnr_run.log", progress, _NEXTPNR_PHASES, phase_log="nextpnr.log",
-                       poll=poll)
-        return seconds, str(stopped)
+        return plain([arg for arg in command if arg != "--tmg-ripup"]), str(stopped)
 
 
 def _latest_phase(text, phases):

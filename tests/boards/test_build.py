@@ -262,6 +262,29 @@ def test_ripup_stall_limit():
         "timing, 0 wires overused)")
 
 
+def _overuse(*counts, start=10):
+    return _router_log(*((start + i, count, 50) for i, count in enumerate(counts)))
+
+
+@pytest.mark.parametrize("log, diverged", [
+    ("", False),
+    (_overuse(28197, 9186, 7302), False),                  # falling
+    (_overuse(6995, 7398, 8570, 9000, 10286, 11261), True),  # 5 rises, 1.6 times the fewest
+    (_overuse(6995, 7398, 8570, 9000, 10286), False),      # only 4 iterations after the fewest
+    (_overuse(6995, 7398, 8570, 8000, 9000, 10286, 11261), False),  # a dip among the last 5
+    (_overuse(7000, 7100, 7200, 7300, 7400, 7500), False),  # growing, but not 1.5 times
+    (_overuse(3, 5, 7, 9, 12, 14), False),                 # a bump of a few wires
+    (_overuse(600, 700, 800, 900, 950, 999), False),       # under 1,000 wires
+    (_overuse(600, 700, 800, 900, 950, 1000), True),
+])
+def test_routing_divergence_rule(log, diverged):
+    reason = build_module.routing_diverged(log)
+    assert (reason is not None) == diverged
+    if diverged:
+        assert re.fullmatch(r"router2's congestion kept growing: \d+ wires overused at iteration "
+                            r"15, from (6995|600) at iteration 10", reason)
+
+
 def test_run_stops_a_stalled_tool(tmp_path):
     """``_run`` stops a tool as soon as ``stop`` gives a reason, and says why; a tool that
     ends by itself is left alone."""
@@ -288,18 +311,22 @@ def test_run_stops_a_stalled_tool(tmp_path):
 
 
 #: A stand-in for nextpnr: with ``--tmg-ripup`` its router never closes (it logs one more
-#: iteration with failing arcs every 10 ms, for 30 s or until killed); without it, it routes
-#: and ends.
+#: iteration every 10 ms, for 30 s or until killed), with arcs failing (``stall``) or its
+#: overuse growing (``diverge``); without it, it routes and ends, or with ``diverge-both``
+#: grows its overuse again.
 FAKE_NEXTPNR = """\
 import sys, time
+mode = sys.argv[1]
 with open("nextpnr.log", "w") as log:
     log.write("Info: Running router2...\\n")
-    if "--tmg-ripup" not in sys.argv:
+    if "--tmg-ripup" not in sys.argv and mode != "diverge-both":
         log.write("Info:     iter=1 wires=10 overused=0 overuse=0 tmgfail=0 archfail=0\\n")
         log.write("Info: Routing complete.\\n")
         sys.exit(0)
     for n in range(1, 3000):
-        log.write(f"Info:     iter={n} wires=10 overused=0 overuse=0 tmgfail=9 archfail=NA\\n")
+        overused = 0 if mode == "stall" else 1000 + 100 * n
+        log.write(f"Info:     iter={n} wires=10 overused={overused} overuse={overused} "
+                  f"tmgfail=9 archfail=NA\\n")
         log.flush()
         time.sleep(0.01)
 """
@@ -311,7 +338,8 @@ def test_place_and_route_stops_a_stalled_ripup(tmp_path, monkeypatch, ripup):
     it, the stopped run's log kept; a run without the rip-up is never stopped."""
     monkeypatch.setattr(build_module, "RIPUP_STALL_ITERATIONS", 20)
     (tmp_path / "nextpnr.py").write_text(FAKE_NEXTPNR)
-    command = [sys.executable, "nextpnr.py", "--seed", "1"] + (["--tmg-ripup"] if ripup else [])
+    command = [sys.executable, "nextpnr.py", "stall", "--seed", "1"] + (
+        ["--tmg-ripup"] if ripup else [])
     messages = []
     seconds, stopped = build_module.place_and_route("place and route", command, tmp_path,
                                                     messages.append, poll=0.2)
@@ -324,6 +352,27 @@ def test_place_and_route_stops_a_stalled_ripup(tmp_path, monkeypatch, ripup):
         assert any(message.startswith("placing and routing again") for message in messages)
     else:
         assert stopped is None and not (tmp_path / "nextpnr_ripup.log").exists()
+
+
+def test_place_and_route_stops_a_diverging_router(tmp_path):
+    """A rip-up whose overuse keeps growing is stopped and routed again without it; if plain
+    router2 grows its overuse as well, the build fails and says what to change."""
+    (tmp_path / "nextpnr.py").write_text(FAKE_NEXTPNR)
+    messages = []
+    seconds, stopped = build_module.place_and_route(
+        "place and route", [sys.executable, "nextpnr.py", "diverge", "--tmg-ripup"], tmp_path,
+        messages.append, poll=0.2)
+    assert stopped.startswith("router2's congestion kept growing: ")
+    assert "Routing complete." in (tmp_path / "nextpnr.log").read_text()
+    with pytest.raises(BuildError, match=r"^the design does not route: router2's congestion "
+                                         r"kept growing: \d+ wires overused at iteration \d+, "
+                                         r"from 1100 at iteration 1; its log is .*nextpnr\.log\. "
+                                         r"Try a smaller array \(--rows, --cols\), another "
+                                         r"--dsp-budget or another --seed$"):
+        build_module.place_and_route(
+            "place and route", [sys.executable, "nextpnr.py", "diverge-both", "--tmg-ripup"],
+            tmp_path, messages.append, poll=0.2)
+    assert "overused=" in (tmp_path / "nextpnr_ripup.log").read_text()
 
 
 def test_report_markdown_ice40_spram_fail_and_unknown():
