@@ -934,6 +934,8 @@ class Controller(wiring.Component):
         is_op = {opcode: Signal(name=f"is_{opcode.name.lower()}") for opcode in Opcode}
         is_sync_word = Signal()
         malformed = Signal()
+        a_set, b_set, n_set = Signal(name="a_set"), Signal(name="b_set"), Signal(name="n_set")
+        lane_past = Signal(name="lane_past")     # ACTIVATE: lane + C > R
         address = Signal()
         # Ends of the ranges a .. a + n - 1 and b .. b + n - 1, at the width of the deepest
         # memory: they are used only once the ADDRESS check has passed.
@@ -954,24 +956,29 @@ class Controller(wiring.Component):
                 a_end.eq(d_a + d_n),
                 b_end.eq(d_b + d_n),
             ]
-            # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC
-            # word.
-            with m.Switch(d_op):
-                for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
-                    with m.Case(int(opcode)):
-                        bad = (d_flags & (~int(allowed) & 0xff)) != 0
-                        for field, used in ((d_a, uses_a), (d_b, uses_b), (d_n, uses_n)):
-                            if not used:
-                                bad = bad | (field != 0)
-                        if uses_n:
-                            bad = bad | (d_n == 0)
-                        if opcode == Opcode.ACTIVATE:
-                            bad = bad | (d_flags + cols > rows)
-                        m.d.sync += malformed.eq(bad)
-                with m.Case(int(Opcode.SYNC)):
-                    m.d.sync += malformed.eq(~d_sync)
-                with m.Default():                   # an illegal opcode: reported as such
-                    m.d.sync += malformed.eq(0)
+            # MALFORMED's parts that compare whole fields, registered here (``d_`` signals)
+            # so that the check itself, below, is a few LUTs from flip-flops.
+            m.d.sync += [
+                a_set.eq(d_a != 0),
+                b_set.eq(d_b != 0),
+                n_set.eq(d_n != 0),
+                lane_past.eq(d_flags + cols > rows),
+            ]
+        # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC word.
+        # From the decode's registers and the word's flags, in the cycle after the decode, like
+        # ADDRESS; an illegal opcode is reported as such, not as MALFORMED.
+        malformed_by_op = [is_op[Opcode.SYNC] & ~is_sync_word]
+        for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
+            bad = (flags & (~int(allowed) & 0xff)) != 0
+            for field_set, used in ((a_set, uses_a), (b_set, uses_b), (n_set, uses_n)):
+                if not used:
+                    bad = bad | field_set
+            if uses_n:
+                bad = bad | ~n_set
+            if opcode == Opcode.ACTIVATE:
+                bad = bad | lane_past
+            malformed_by_op.append(is_op[opcode] & bad)
+        m.d.comb += malformed.eq(Cat(malformed_by_op).any())
         # ADDRESS: a row range past the end of its memory (on the full 17-bit ends; a tile of R
         # rows from a ends past the end if a > wm_depth - R). Registered in the cycle after
         # the decode, from the decode's registers: the word's checks are first used a cycle
