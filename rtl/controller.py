@@ -966,7 +966,7 @@ class Controller(wiring.Component):
             ]
         # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC word.
         # From the decode's registers and the word's flags, in the cycle after the decode, like
-        # ADDRESS; an illegal opcode is reported as such, not as MALFORMED.
+        # ADDRESS (``h_malformed``); an illegal opcode is reported as such, not as MALFORMED.
         malformed_by_op = [is_op[Opcode.SYNC] & ~is_sync_word]
         for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
             bad = (flags & (~int(allowed) & 0xff)) != 0
@@ -997,10 +997,14 @@ class Controller(wiring.Component):
             for opcode, checks in address_checks.items()).any())
         known = Cat(is_op.values()).any()
 
+        # The error code from registers only: MALFORMED's check ends at a flip-flop rather than
+        # running on into the error code (the iCEBreaker's critical path, 30 ns, when it did).
+        h_malformed = Signal(name="h_malformed")
+        m.d.sync += h_malformed.eq(malformed)
         error = Signal.like(err_code, name="decode_error")
         with m.If(~known):
             m.d.comb += error.eq(int(ErrorCode.ILLEGAL_OPCODE))
-        with m.Elif(malformed):
+        with m.Elif(h_malformed):
             m.d.comb += error.eq(int(ErrorCode.MALFORMED))
         with m.Elif(address):
             m.d.comb += error.eq(int(ErrorCode.ADDRESS))
