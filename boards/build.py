@@ -170,8 +170,11 @@ def _run(step, command, cwd, log, progress, phases=None, phase_log=None, stop=No
         watcher.start()
         try:
             code = process.wait()
-        except KeyboardInterrupt:
+        except BaseException:
+            # Interrupted, or terminated (the CLI turns SIGTERM into SystemExit): the tool
+            # must not outlive the build and go on writing into its folder.
             process.kill()
+            process.wait()
             raise
         finally:
             done.set()

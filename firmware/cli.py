@@ -315,6 +315,17 @@ def _suggest_clock(board, fmax_mhz):
     return None
 
 
+def stop_on_sigterm():
+    """Make SIGTERM (``kill``, a CI timeout) end the process with ``SystemExit(143)`` rather
+    than at once, so that the build flow stops the tool it is running on the way out."""
+    import signal
+
+    def terminate(signum, frame):
+        print("puce build: terminated", file=sys.stderr)
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def _build(args):
     from pathlib import Path
 
@@ -344,6 +355,8 @@ def _build(args):
     def progress(line):
         elapsed = time.monotonic() - start
         print(f"[{elapsed:7.1f} s] {line}", file=sys.stderr, flush=True)
+
+    stop_on_sigterm()
 
     try:
         report = build(board, geometry=geometry, clock=clock, out=args.out, progress=progress,

@@ -13,10 +13,14 @@ its report (benchmarks: no assertion on timing).
 import dataclasses
 import json
 import math
+import os
 import re
+import signal
+import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 from amaranth.hdl import Elaboratable, UnusedElaboratable
@@ -308,6 +312,36 @@ def test_run_stops_a_stalled_tool(tmp_path):
                                 "run.log", messages.append, phase_log="tool.log", poll=0.2,
                                 stop=lambda text: build_module.ripup_stalled(text, limit=5))
     assert seconds >= 0 and messages[-1].startswith("tool: done in")
+
+
+def test_terminated_build_stops_its_tool(tmp_path):
+    """SIGTERM to a build (as ``puce build`` sets it up) ends the tool it is running too, so
+    that no orphan goes on writing into the output folder."""
+    (tmp_path / "tool.py").write_text(
+        "import os, time\n"
+        "open('tool.pid', 'w').write(str(os.getpid()))\n"
+        "time.sleep(120)\n")
+    (tmp_path / "build.py").write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from boards import build\n"
+        "from firmware.cli import stop_on_sigterm\n"
+        "stop_on_sigterm()\n"
+        "build._run('tool', [sys.executable, 'tool.py'], Path('.'), 'run.log', print)\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    builder = subprocess.Popen([sys.executable, "build.py"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "tool.pid").exists() or not (tmp_path / "tool.pid").read_text():
+        assert time.monotonic() < deadline and builder.poll() is None, builder.communicate()
+        time.sleep(0.1)
+    tool = int((tmp_path / "tool.pid").read_text())
+    builder.terminate()
+    _, err = builder.communicate(timeout=60)
+    assert builder.returncode == 128 + signal.SIGTERM
+    assert err.splitlines()[-1] == "puce build: terminated"
+    with pytest.raises(ProcessLookupError):
+        os.kill(tool, 0)
 
 
 #: A stand-in for nextpnr: with ``--tmg-ripup`` its router never closes (it logs one more
