@@ -136,7 +136,7 @@ BOARDS = {board.name: board for board in [
         # of overused wires after 68 iterations), nor did a 16 x 16 with 100 DSP blocks; with
         # 76 (the PPU's 4 and 72 array cells, the other 184 products in logic) the 16 x 16
         # routes (docs/boards.md). With the timing registers, the travelling weight loads, the
-        # split multipliers in logic, the block RAMs' own output registers and the unified
+        # multipliers in logic, the block RAMs' own output registers and the unified
         # buffer's write register it meets 87.5 MHz; builds for 90 MHz have not met it. The
         # final design's 87.5 MHz builds land within a megahertz of the clock whatever the seed
         # (86.45-87.73 MHz for seeds 1-5): seed 5 is the one of those that met it
