@@ -204,16 +204,23 @@ def _read_log(path):
 RIPUP_STALL_ITERATIONS = 400
 
 
+def _router_iterations(log_text):
+    """router2's progress lines in a nextpnr log: [(iteration, overused wires, failing arcs)].
+    Without ``--tmg-ripup`` router2 counts no failing arcs: 0 then."""
+    return [(int(iteration), int(overused), int(failing or 0)) for iteration, overused, failing
+            in re.findall(r"iter=(\d+) .*?overused=(\d+)(?:.*?tmgfail=(\d+))?", log_text)]
+
+
 def ripup_stalled(log_text, limit=None):
     """A reason to stop nextpnr if its log shows router2 at iteration ``limit`` (default
     :data:`RIPUP_STALL_ITERATIONS`) or later with arcs still failing timing (``tmgfail``);
     None otherwise."""
     if limit is None:
         limit = RIPUP_STALL_ITERATIONS
-    found = re.findall(r"iter=(\d+) .*?overused=(\d+) .*?tmgfail=(\d+)", log_text)
+    found = _router_iterations(log_text)
     if not found:
         return None
-    iteration, overused, failing = map(int, found[-1])
+    iteration, overused, failing = found[-1]
     if iteration >= limit and failing > 0:
         return (f"router2's timing-driven rip-up had not closed after {iteration} iterations "
                 f"({failing} arcs failing timing, {overused} wires overused)")
@@ -223,7 +230,7 @@ def ripup_stalled(log_text, limit=None):
 #: router2 is taken to be diverging when its overused wires have grown in each of the last
 #: :data:`DIVERGE_ITERATIONS` iterations to :data:`DIVERGE_FACTOR` times their fewest and to
 #: :data:`DIVERGE_WIRES` at least. On the ULX3S, an 18 x 18 went from 6,995 at iteration 11
-#: to 14,380 at iteration 23 that way, and three 16 x 16 and 17 x 17 builds that never routed
+#: to 14,380 at iteration 23 that way, and four 16 x 16 and 17 x 17 builds that never routed
 #: (one without the rip-up) grew past 1,000; the builds that routed had their overuse falling,
 #: apart from bumps of a few iterations at a few dozen wires (3 to 14 in one).
 DIVERGE_ITERATIONS = 5
@@ -235,13 +242,12 @@ def routing_diverged(log_text):
     """A reason to stop nextpnr if its log shows router2's congestion growing without end
     (:data:`DIVERGE_ITERATIONS`, :data:`DIVERGE_FACTOR`, :data:`DIVERGE_WIRES`); None
     otherwise."""
-    found = [tuple(map(int, match)) for match in
-             re.findall(r"iter=(\d+) .*?overused=(\d+)", log_text)]
+    found = _router_iterations(log_text)
     if len(found) <= DIVERGE_ITERATIONS:
         return None
-    fewest_at, fewest = min(found, key=lambda entry: entry[1])
-    iteration, overused = found[-1]
-    recent = [count for _, count in found[-DIVERGE_ITERATIONS - 1:]]
+    fewest_at, fewest, _ = min(found, key=lambda entry: entry[1])
+    iteration, overused, _ = found[-1]
+    recent = [count for _, count, _ in found[-DIVERGE_ITERATIONS - 1:]]
     if overused >= max(DIVERGE_FACTOR * fewest, DIVERGE_WIRES) and all(
             later > earlier for earlier, later in zip(recent, recent[1:])):
         return (f"router2's congestion kept growing: {overused} wires overused at iteration "

@@ -80,7 +80,8 @@ class BoothMultiplier(wiring.Component):
         pairs, pair_negs = [], []
         for j in range(digits // 2):
             pair = Signal(signed(width + 4), name=f"p_pair{j}", reset_less=True)
-            m.d.sync += pair.eq(rows[2 * j] + Cat(negs[2 * j], C(0, 1), rows[2 * j + 1]).as_signed())
+            upper = Cat(negs[2 * j], C(0, 1), rows[2 * j + 1]).as_signed()
+            m.d.sync += pair.eq(rows[2 * j] + upper)
             pairs.append(pair)
             pair_neg = Signal(name=f"p_neg{j}", reset_less=True)
             m.d.sync += pair_neg.eq(negs[2 * j + 1])
