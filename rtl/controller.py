@@ -664,17 +664,25 @@ def _share_read_port(m, name, request, response, users, *, read_latency):
 
 
 def _exceeds(value, limit):
-    """``value > limit`` for a constant ``limit``, as a chain of gates rather than a subtractor
-    (which would take a carry chain as wide as ``value``)."""
+    """``value > limit`` for a constant ``limit``, as a balanced tree of gates rather than a
+    subtractor (which would take a carry chain as wide as ``value``) or a chain of gates (which
+    Yosys maps to as many LUTs in series as ``value`` has bits over 3: the iCEBreaker's deepest
+    path, 8 LUTs from the ADDRESS check's range ends)."""
     if limit >> len(value):
         return Const(0)
-    greater = Const(0)
-    for i in range(len(value)):
-        if (limit >> i) & 1:
-            greater = value[i] & greater
-        else:
-            greater = value[i] | greater
-    return greater
+
+    def compare(lo, hi):
+        # (value > limit, value == limit) on bits lo .. hi - 1.
+        if hi - lo == 1:
+            if (limit >> lo) & 1:
+                return Const(0), value[lo]
+            return value[lo], ~value[lo]
+        mid = (lo + hi) // 2
+        greater_lo, equal_lo = compare(lo, mid)
+        greater_hi, equal_hi = compare(mid, hi)
+        return greater_hi | (equal_hi & greater_lo), equal_hi & equal_lo
+
+    return compare(0, len(value))[0]
 
 
 #: Per opcode: the flag bits it accepts, and whether it uses a, b and n (docs/isa.md).
@@ -936,6 +944,9 @@ class Controller(wiring.Component):
         malformed = Signal()
         a_set, b_set, n_set = Signal(name="a_set"), Signal(name="b_set"), Signal(name="n_set")
         lane_past = Signal(name="lane_past")     # ACTIVATE: lane + C > R
+        flags_reserved = {reserved: Signal(name=f"flags_reserved_{reserved:02x}")
+                          for reserved in sorted({~int(allowed) & 0xff
+                                                  for allowed, *_ in _FIELDS.values()} - {0})}
         address = Signal()
         # Ends of the ranges a .. a + n - 1 and b .. b + n - 1, at the width of the deepest
         # memory: they are used only once the ADDRESS check has passed.
@@ -964,12 +975,17 @@ class Controller(wiring.Component):
                 n_set.eq(d_n != 0),
                 lane_past.eq(d_flags + cols > rows),
             ]
+            # Which flags are reserved depends on the opcode: one register per set of reserved
+            # flags, so that the check below does not compare all eight flags per opcode.
+            for reserved, signal in flags_reserved.items():
+                m.d.sync += signal.eq((d_flags & reserved) != 0)
         # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC word.
         # From the decode's registers and the word's flags, in the cycle after the decode, like
         # ADDRESS (``h_malformed``); an illegal opcode is reported as such, not as MALFORMED.
         malformed_by_op = [is_op[Opcode.SYNC] & ~is_sync_word]
         for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
-            bad = (flags & (~int(allowed) & 0xff)) != 0
+            reserved = ~int(allowed) & 0xff
+            bad = flags_reserved[reserved] if reserved else Const(0)
             for field_set, used in ((a_set, uses_a), (b_set, uses_b), (n_set, uses_n)):
                 if not used:
                     bad = bad | field_set

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from amaranth.hdl import Elaboratable, Fragment, Module, Signal
 from amaranth.lib import stream
+from amaranth.sim import Simulator
 
 from firmware.isa import (SYNC_WORD, Counter, ErrorCode, Flag, Geometry, Instruction, Opcode,
                           Response, Tag, ppu_config_bytes, unpack_ppu_config)
 from rtl.accelerator import Accelerator
-from rtl.controller import MATMUL_QUEUE, Controller, _share_read_port
+from rtl.controller import MATMUL_QUEUE, Controller, _exceeds, _share_read_port
 from rtl.counters import PerformanceCounters
 from rtl.host_link import (PayloadKind, PayloadReceiver, ResponseKind, ResponseSender)
 from rtl.unified_buffer import ReadRequest, ReadResponse, UnifiedBuffer
@@ -313,6 +314,9 @@ ERROR_CASES = {
     "no_weights_twice":   ([I(Opcode.LOAD_WEIGHTS), I(Opcode.MATMUL, flags=Flag.SWAP, n=1)],
                            I(Opcode.MATMUL, flags=Flag.SWAP, n=1), NW),
     "matmul_flags":       ([], I(Opcode.MATMUL, flags=8, n=1), M),
+    "matmul_flag_top":    ([], I(Opcode.MATMUL, flags=0x87, n=1), M),
+    "load_flag_top":      ([], I(Opcode.LOAD_WEIGHTS, flags=0x81), M),
+    "counters_flag_top":  ([], I(Opcode.READ_COUNTERS, flags=0x81), M),
     "matmul_n0_swap":     ([], I(Opcode.MATMUL, flags=Flag.SWAP, n=0), M),
     "matmul_ub_range":    ([], I(Opcode.MATMUL, a=12, n=1), A),
     "matmul_acc_range":   ([], I(Opcode.MATMUL, b=10, n=3), A),
@@ -740,6 +744,27 @@ def test_ranges_at_the_end(name):
     packets = run(program, g, stall=0.2)
     statuses = [packet for packet in packets if packet.tag == Tag.STATUS][1:]
     assert statuses == [status(code, 0) for _, code in cases]
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 7])
+def test_exceeds_every_value_and_limit(width):
+    # The ADDRESS check's comparator, a tree of gates: every value against every limit up to
+    # one past the largest value (a limit the value cannot exceed is the constant 0).
+    value = Signal(width)
+    limits = range((1 << width) + 1)
+    m = Module()
+    greater = [Signal(name=f"greater_{limit}") for limit in limits]
+    m.d.comb += [signal.eq(_exceeds(value, limit)) for signal, limit in zip(greater, limits)]
+
+    async def testbench(ctx):
+        for v in range(1 << width):
+            ctx.set(value, v)
+            assert [ctx.get(signal) for signal in greater] == [int(v > limit)
+                                                                for limit in limits], v
+
+    sim = Simulator(m)          # combinational: no clock
+    sim.add_testbench(testbench)
+    sim.run()
 
 
 def edge_hazards(g):
