@@ -41,6 +41,7 @@ from rtl.booth_multiplier import BoothMultiplier
 from . import pll as pll_module
 from .bram import COLLISIONS_UNDEFINED, fold_output_registers
 from .dsp import ECP5Multiplier, multiplier_cells
+from .logic_depth import logic_depth
 from .targets import Board, get_board
 from .top import BoardTop
 
@@ -523,6 +524,13 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
         progress(f"block RAM output registers: {output_registers} read ports "
                  f"({folded_flip_flops} flip-flops folded in)")
 
+    # The LUT levels between registers, for the report (boards/logic_depth.py).
+    netlist_path = out / f"{NAME}.json"
+    depth = logic_depth(json.loads(netlist_path.read_text()), board.family, paths=5)
+    if depth.deepest:
+        progress(f"deepest logic: {depth.max_levels:.2f} LUT levels, "
+                 f"{depth.deepest[0].start} -> {depth.deepest[0].end}")
+
     # Place and route.
     mhz = top.clock / 1e6
     command = [tools["nextpnr"], *board.nextpnr, "--json", f"{NAME}.json",
@@ -555,7 +563,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
                      logic_multipliers=len(logic) + booth_cells, booth_cells=booth_cells,
                      seed=seed, times=times, wall=time.monotonic() - started,
                      output_registers=output_registers, folded_flip_flops=folded_flip_flops,
-                     ripup_stopped=ripup_stopped)
+                     ripup_stopped=ripup_stopped, logic_depth=depth.as_dict())
     write_reports(report, out)
     progress(f"report: {out / 'report.md'}")
     return report
@@ -631,6 +639,7 @@ def _report(board, top, out, family, bitstream, **extra):
         "multipliers": {"dsp": extra["dsp_cells"], "logic": extra["logic_multipliers"],
                         "dsp_with_registers": extra["registered_cells"],
                         "logic_booth": extra["booth_cells"]},
+        "logic_depth": extra["logic_depth"],
         "seed": extra["seed"],
         # A stopped rip-up was routed again without the family's router options.
         "router": family["router"] if extra.get("ripup_stopped") else
@@ -666,6 +675,17 @@ def _fraction(entry):
     if not available:
         return f"{used}"
     return f"{used} / {available} ({100 * used / available:.0f} %)"
+
+
+def _depth_line(depth):
+    # (Reports from before the logic depth have none.)
+    if not depth:
+        return "not measured"
+    line = f"{depth['max_levels']:.2f} LUT levels"
+    if depth["deepest"]:
+        path = depth["deepest"][0]
+        line += f", from `{path['from']}` to `{path['to']}`"
+    return line
 
 
 def _multipliers_line(multipliers):
@@ -704,6 +724,7 @@ def report_markdown(report):
          f"(2 x {report['rows']} x {report['cols']} x f)"),
         ("UART", f"{report['baud']} baud, frames up to {report['max_payload']} bytes"),
         ("multipliers", _multipliers_line(report["multipliers"])),
+        ("deepest logic", _depth_line(report.get("logic_depth"))),
         ("build time", f"{report['build_seconds']:.0f} s (" + ", ".join(
             f"{step} {seconds:.0f} s" for step, seconds in report["step_seconds"].items()) +
          ")"),

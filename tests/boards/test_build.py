@@ -222,6 +222,12 @@ def test_report_markdown_has_every_field():
         multipliers={"dsp": 76, "logic": 188, "dsp_with_registers": 76, "logic_booth": 180})))
     assert rows["multipliers"] == ("76 in DSP blocks (76 with their own registers), 188 in logic "
                                    "(180 of them the array's Booth multipliers)")
+    # The logic depth; a report from before it has none.
+    assert rows["deepest logic"] == "not measured"
+    rows = _table(report_markdown(_report(logic_depth={
+        "max_levels": 6.25, "histogram": {"0": 10, "6": 1},
+        "deepest": [{"levels": 6.25, "from": "core.a", "to": "core.b.D"}]})))
+    assert rows["deepest logic"] == "6.25 LUT levels, from `core.a` to `core.b.D`"
 
 
 def test_report_markdown_stopped_ripup():
@@ -614,6 +620,16 @@ def _check_report(small_build):
         assert any(line.startswith("block RAM output registers: 0 read ports") for line in lines)
     else:
         assert report["bram_output_registers"] is None
+    # The logic depth of the synthesized netlist (boards/logic_depth.py): a real design has
+    # LUTs between its registers, and the deepest path is named in the report and the log.
+    depth = report["logic_depth"]
+    assert depth["max_levels"] >= 2 and depth["deepest"][0]["levels"] == depth["max_levels"]
+    assert sum(depth["histogram"].values()) > report["flip_flops"]["used"] // 2
+    assert depth["deepest"][0]["from"].startswith("core")
+    assert _table((out / "report.md").read_text())["deepest logic"].startswith(
+        f"{depth['max_levels']:.2f} LUT levels, from `{depth['deepest'][0]['from']}` to ")
+    assert any(line.startswith(f"deepest logic: {depth['max_levels']:.2f} LUT levels, ")
+               for line in lines)
 
 
 def _check_dsp_budget(small_build):
