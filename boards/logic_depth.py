@@ -226,7 +226,7 @@ def logic_depth(netlist, family, *, paths=20):
         if len(deepest) == paths or levels == 0:
             break
         chain = []
-        while bit in through:
+        while bit in through and bit not in chain:     # (a combinational loop ends the walk)
             chain.append(bit)
             bit = through[bit]
         start = _readable(names.get(bit, str(bit)))

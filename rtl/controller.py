@@ -901,7 +901,7 @@ class Controller(wiring.Component):
         word_count = Signal(range(WORD + 1), name="word_count")
         word_full  = Signal()
         retire     = Signal()
-        to_payload = Signal()               # the retiring word is followed by a payload
+        to_payload = Signal()               # the waiting word is followed by a payload
         word_byte  = Signal()               # a byte enters the word register
         m.d.comb += [
             word_full.eq(word_count == WORD),
@@ -1120,8 +1120,7 @@ class Controller(wiring.Component):
             m.d.sync += h[name].eq(flag)
 
         can_issue_now = Signal()
-        conditions = []
-        for opcode, condition in {
+        issue_conditions = {
             Opcode.NOP:           1,
             Opcode.WRITE_UB:      ~h["act_busy"] & ~ub_read,
             Opcode.WRITE_WM:      ~wm_read,
@@ -1135,9 +1134,10 @@ class Controller(wiring.Component):
             Opcode.READ_ACC:      ~h["tx_busy"] & ~h["act_reading"] & ~acc_written,
             Opcode.READ_COUNTERS: h["all_idle"],
             Opcode.SYNC:          h["all_idle"],
-        }.items():
-            conditions.append(is_op[opcode] & condition)    # an illegal opcode never issues
-        m.d.comb += can_issue_now.eq(Cat(conditions).any())
+        }
+        # (An illegal opcode never issues.)
+        m.d.comb += can_issue_now.eq(Cat(is_op[opcode] & condition
+                                         for opcode, condition in issue_conditions.items()).any())
 
         # Retire: a good instruction when it can issue, a failed one at once (an illegal one
         # once ERROR can go out); in the faulted state, any word but SYNC at once, SYNC when
@@ -1151,20 +1151,30 @@ class Controller(wiring.Component):
         v_fail  = Signal(name="verdict_fail")       # a failed one is recorded
         v_skip  = Signal(name="verdict_skip")       # a word is skipped (or SYNC, when faulted)
         v_respond = Signal(name="verdict_respond")  # ... and the retiring word starts a response
+        v_payload = Signal(name="verdict_payload")  # ... or the payload receiver
         waiting = word_full & ~retire & checked
         issue_next = waiting & ~faulted & ~failed & can_issue_now
         fail_next = waiting & ~faulted & failed & (h_known | ~h["tx_busy"])
         skip_next = waiting & faulted & (~is_sync_word | h["all_idle"])
-        answers = (is_op[Opcode.READ_UB] | is_op[Opcode.READ_ACC] |
-                   is_op[Opcode.READ_COUNTERS] | is_sync_word)
+        # The words that answer, when they issue: the READs and SYNC (a SYNC opcode that is not
+        # the SYNC word fails as MALFORMED). Their own conditions only, not all of
+        # `can_issue_now`, so that the response's verdict has fewer inputs.
+        answering = (Opcode.READ_UB, Opcode.READ_ACC, Opcode.READ_COUNTERS, Opcode.SYNC)
+        can_answer_now = Cat(is_op[opcode] & issue_conditions[opcode]
+                             for opcode in answering).any()
+        has_payload = is_op[Opcode.WRITE_UB] | is_op[Opcode.WRITE_WM] | is_op[Opcode.SET_PPU]
         m.d.sync += [
             v_issue.eq(issue_next),
             v_fail.eq(fail_next),
             v_skip.eq(skip_next),
             # A SYNC, an illegal opcode's ERROR or a READ: its own flip-flop, because the
             # sender's start is the clock enable of its wide buffer.
-            v_respond.eq((issue_next & answers) | (fail_next & ~h_known) |
+            v_respond.eq((waiting & ~faulted & ~failed & can_answer_now) |
+                         (fail_next & ~h_known) |
                          (skip_next & is_sync_word)),
+            # Likewise the payload receiver's start: from the opcode flags through the verdict
+            # into the receiver's state, it was 7 LUTs on the iCEBreaker.
+            v_payload.eq((issue_next | fail_next) & has_payload),
         ]
         m.d.comb += retire.eq(v_issue | v_fail | v_skip)
         decoded = v_issue | v_fail                  # an instruction, not a skipped word
@@ -1205,10 +1215,13 @@ class Controller(wiring.Component):
             m.d.sync += pending.eq(0)
 
         # Payloads: consumed even when the instruction failed.
-        has_payload = is_op[Opcode.WRITE_UB] | is_op[Opcode.WRITE_WM] | is_op[Opcode.SET_PPU]
+        # `to_payload` is a flip-flop: it is used only as the word retires, at least two cycles
+        # after the decode set `is_op`, and `faulted` holds while the word waits. As logic it
+        # ran from the opcode flags through the byte handshake into every decode register's
+        # enable (6 LUTs on the iCEBreaker).
+        m.d.sync += to_payload.eq(~faulted & has_payload)
         m.d.comb += [
-            to_payload.eq(~faulted & has_payload),
-            rx.start.eq(decoded & has_payload),
+            rx.start.eq(v_payload),             # decoded & has_payload
             rx.command.addr.eq(a),
             rx.command.rows.eq(Mux(is_op[Opcode.SET_PPU], 1, n)),
             rx.command.discard.eq(v_fail),
