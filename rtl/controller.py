@@ -664,25 +664,17 @@ def _share_read_port(m, name, request, response, users, *, read_latency):
 
 
 def _exceeds(value, limit):
-    """``value > limit`` for a constant ``limit``, as a balanced tree of gates rather than a
-    subtractor (which would take a carry chain as wide as ``value``) or a chain of gates (which
-    Yosys maps to as many LUTs in series as ``value`` has bits over 3: the iCEBreaker's deepest
-    path, 8 LUTs from the ADDRESS check's range ends)."""
+    """``value > limit`` for a constant ``limit``, as a chain of gates rather than a subtractor
+    (which would take a carry chain as wide as ``value``)."""
     if limit >> len(value):
         return Const(0)
-
-    def compare(lo, hi):
-        # (value > limit, value == limit) on bits lo .. hi - 1.
-        if hi - lo == 1:
-            if (limit >> lo) & 1:
-                return Const(0), value[lo]
-            return value[lo], ~value[lo]
-        mid = (lo + hi) // 2
-        greater_lo, equal_lo = compare(lo, mid)
-        greater_hi, equal_hi = compare(mid, hi)
-        return greater_hi | (equal_hi & greater_lo), equal_hi & equal_lo
-
-    return compare(0, len(value))[0]
+    greater = Const(0)
+    for i in range(len(value)):
+        if (limit >> i) & 1:
+            greater = value[i] & greater
+        else:
+            greater = value[i] | greater
+    return greater
 
 
 #: Per opcode: the flag bits it accepts, and whether it uses a, b and n (docs/isa.md).
@@ -901,7 +893,7 @@ class Controller(wiring.Component):
         word_count = Signal(range(WORD + 1), name="word_count")
         word_full  = Signal()
         retire     = Signal()
-        to_payload = Signal()               # the waiting word is followed by a payload
+        to_payload = Signal()               # the retiring word is followed by a payload
         word_byte  = Signal()               # a byte enters the word register
         m.d.comb += [
             word_full.eq(word_count == WORD),
@@ -944,9 +936,6 @@ class Controller(wiring.Component):
         malformed = Signal()
         a_set, b_set, n_set = Signal(name="a_set"), Signal(name="b_set"), Signal(name="n_set")
         lane_past = Signal(name="lane_past")     # ACTIVATE: lane + C > R
-        flags_reserved = {reserved: Signal(name=f"flags_reserved_{reserved:02x}")
-                          for reserved in sorted({~int(allowed) & 0xff
-                                                  for allowed, *_ in _FIELDS.values()} - {0})}
         address = Signal()
         # Ends of the ranges a .. a + n - 1 and b .. b + n - 1, at the width of the deepest
         # memory: they are used only once the ADDRESS check has passed.
@@ -975,17 +964,12 @@ class Controller(wiring.Component):
                 n_set.eq(d_n != 0),
                 lane_past.eq(d_flags + cols > rows),
             ]
-            # Which flags are reserved depends on the opcode: one register per set of reserved
-            # flags, so that the check below does not compare all eight flags per opcode.
-            for reserved, signal in flags_reserved.items():
-                m.d.sync += signal.eq((d_flags & reserved) != 0)
         # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC word.
         # From the decode's registers and the word's flags, in the cycle after the decode, like
         # ADDRESS (``h_malformed``); an illegal opcode is reported as such, not as MALFORMED.
         malformed_by_op = [is_op[Opcode.SYNC] & ~is_sync_word]
         for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
-            reserved = ~int(allowed) & 0xff
-            bad = flags_reserved[reserved] if reserved else Const(0)
+            bad = (flags & (~int(allowed) & 0xff)) != 0
             for field_set, used in ((a_set, uses_a), (b_set, uses_b), (n_set, uses_n)):
                 if not used:
                     bad = bad | field_set
@@ -1120,7 +1104,8 @@ class Controller(wiring.Component):
             m.d.sync += h[name].eq(flag)
 
         can_issue_now = Signal()
-        issue_conditions = {
+        conditions = []
+        for opcode, condition in {
             Opcode.NOP:           1,
             Opcode.WRITE_UB:      ~h["act_busy"] & ~ub_read,
             Opcode.WRITE_WM:      ~wm_read,
@@ -1134,10 +1119,9 @@ class Controller(wiring.Component):
             Opcode.READ_ACC:      ~h["tx_busy"] & ~h["act_reading"] & ~acc_written,
             Opcode.READ_COUNTERS: h["all_idle"],
             Opcode.SYNC:          h["all_idle"],
-        }
-        # (An illegal opcode never issues.)
-        m.d.comb += can_issue_now.eq(Cat(is_op[opcode] & condition
-                                         for opcode, condition in issue_conditions.items()).any())
+        }.items():
+            conditions.append(is_op[opcode] & condition)    # an illegal opcode never issues
+        m.d.comb += can_issue_now.eq(Cat(conditions).any())
 
         # Retire: a good instruction when it can issue, a failed one at once (an illegal one
         # once ERROR can go out); in the faulted state, any word but SYNC at once, SYNC when
@@ -1151,30 +1135,20 @@ class Controller(wiring.Component):
         v_fail  = Signal(name="verdict_fail")       # a failed one is recorded
         v_skip  = Signal(name="verdict_skip")       # a word is skipped (or SYNC, when faulted)
         v_respond = Signal(name="verdict_respond")  # ... and the retiring word starts a response
-        v_payload = Signal(name="verdict_payload")  # ... or the payload receiver
         waiting = word_full & ~retire & checked
         issue_next = waiting & ~faulted & ~failed & can_issue_now
         fail_next = waiting & ~faulted & failed & (h_known | ~h["tx_busy"])
         skip_next = waiting & faulted & (~is_sync_word | h["all_idle"])
-        # The words that answer, when they issue: the READs and SYNC (a SYNC opcode that is not
-        # the SYNC word fails as MALFORMED). Their own conditions only, not all of
-        # `can_issue_now`, so that the response's verdict has fewer inputs.
-        answering = (Opcode.READ_UB, Opcode.READ_ACC, Opcode.READ_COUNTERS, Opcode.SYNC)
-        can_answer_now = Cat(is_op[opcode] & issue_conditions[opcode]
-                             for opcode in answering).any()
-        has_payload = is_op[Opcode.WRITE_UB] | is_op[Opcode.WRITE_WM] | is_op[Opcode.SET_PPU]
+        answers = (is_op[Opcode.READ_UB] | is_op[Opcode.READ_ACC] |
+                   is_op[Opcode.READ_COUNTERS] | is_sync_word)
         m.d.sync += [
             v_issue.eq(issue_next),
             v_fail.eq(fail_next),
             v_skip.eq(skip_next),
             # A SYNC, an illegal opcode's ERROR or a READ: its own flip-flop, because the
             # sender's start is the clock enable of its wide buffer.
-            v_respond.eq((waiting & ~faulted & ~failed & can_answer_now) |
-                         (fail_next & ~h_known) |
+            v_respond.eq((issue_next & answers) | (fail_next & ~h_known) |
                          (skip_next & is_sync_word)),
-            # Likewise the payload receiver's start: from the opcode flags through the verdict
-            # into the receiver's state, it was 7 LUTs on the iCEBreaker.
-            v_payload.eq((issue_next | fail_next) & has_payload),
         ]
         m.d.comb += retire.eq(v_issue | v_fail | v_skip)
         decoded = v_issue | v_fail                  # an instruction, not a skipped word
@@ -1215,13 +1189,10 @@ class Controller(wiring.Component):
             m.d.sync += pending.eq(0)
 
         # Payloads: consumed even when the instruction failed.
-        # `to_payload` is a flip-flop: it is used only as the word retires, at least two cycles
-        # after the decode set `is_op`, and `faulted` holds while the word waits. As logic it
-        # ran from the opcode flags through the byte handshake into every decode register's
-        # enable (6 LUTs on the iCEBreaker).
-        m.d.sync += to_payload.eq(~faulted & has_payload)
+        has_payload = is_op[Opcode.WRITE_UB] | is_op[Opcode.WRITE_WM] | is_op[Opcode.SET_PPU]
         m.d.comb += [
-            rx.start.eq(v_payload),             # decoded & has_payload
+            to_payload.eq(~faulted & has_payload),
+            rx.start.eq(decoded & has_payload),
             rx.command.addr.eq(a),
             rx.command.rows.eq(Mux(is_op[Opcode.SET_PPU], 1, n)),
             rx.command.discard.eq(v_fail),
