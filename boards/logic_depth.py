@@ -154,6 +154,12 @@ def logic_depth(netlist, family, *, paths=20):
     cell_types = COMBINATIONAL[family]
     module = _top_module(netlist)
     cells = module.get("cells", {})
+    present = {cell["type"] for cell in cells.values()}
+    if cells and not present & set(cell_types):
+        others = [other for other, types in COMBINATIONAL.items() if present & set(types)]
+        raise ValueError(f"the netlist has no {family} logic cells ({', '.join(cell_types)})"
+                         + (f"; it is mapped to {others[0]}" if others else
+                            "; is it synthesized for an FPGA?"))
     names = _net_names(module)
 
     # Each combinational output bit: the (input bit, levels) pairs it depends on.
@@ -257,11 +263,19 @@ def main(argv=None):
         parser.error(f"--paths must be 0 or more, not {args.paths}")
     try:
         netlist = json.loads(args.netlist.read_text())
-        depth = logic_depth(netlist, args.family, paths=args.paths)
     except OSError as error:
         parser.error(f"cannot read {args.netlist}: {error.strerror}")
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        parser.error(f"{args.netlist} is not a usable Yosys JSON netlist: {error}")
+    except (ValueError, UnicodeDecodeError) as error:
+        parser.error(f"{args.netlist} is not JSON: {error}")
+    try:
+        depth = logic_depth(netlist, args.family, paths=args.paths)
+    except ValueError as error:
+        parser.error(f"{args.netlist}: {error}")
+    except KeyError as error:
+        parser.error(f"{args.netlist} is not a Yosys JSON netlist: a cell or net has no "
+                     f"{error.args[0]!r}")
+    except (TypeError, AttributeError) as error:
+        parser.error(f"{args.netlist} is not a Yosys JSON netlist: {error}")
     print("register inputs by LUT levels: " + ", ".join(
         f"{levels}: {count}" for levels, count in sorted(depth.histogram.items())))
     for path in depth.deepest:

@@ -110,6 +110,15 @@ def test_bad_input():
         logic_depth(_chain_netlist(), "xilinx")
     with pytest.raises(TypeError, match=r"paths must be a non-negative integer, not -1"):
         logic_depth(_chain_netlist(), "ice40", paths=-1)
+    # A netlist of another family would read as no logic at all: that is an error.
+    with pytest.raises(ValueError, match=r"the netlist has no ecp5 logic cells \(LUT4, CCU2C, "
+                                         r"PFUMX, L6MUX21\); it is mapped to ice40"):
+        logic_depth(_chain_netlist(), "ecp5")
+    generic = _netlist({"a": _cell("$_AND_", A=("input", [2]), B=("input", [3]),
+                                   Y=("output", [4]))}, {})
+    with pytest.raises(ValueError, match=r"no gowin logic cells .*; is it synthesized for an "
+                                         r"FPGA\?"):
+        logic_depth(generic, "gowin")
     with pytest.raises(ValueError, match=r"not a Yosys JSON netlist: it has no modules"):
         logic_depth({"creator": "someone"}, "ice40")
     with pytest.raises(ValueError, match=r"the netlist has 0 top modules, not 1"):
@@ -124,11 +133,16 @@ def test_cli(tmp_path, capsys):
     assert out[0] == "register inputs by LUT levels: 0: 4, 1: 1, 3: 1"
     assert out[1] == " 3.00  core.q  ->  core.q.D"
     assert out[2:5] == ["         via $auto$n3", "         via core.mid", "         via core.r"]
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"modules": {"top": {"attributes": {"top": "1"},
+                                                      "cells": {"a": {"type": "SB_LUT4"}}}}}))
     for argv, message in [
             ([str(tmp_path / "none.json"), "--family", "ice40"], "cannot read"),
             ([str(path), "--family", "xilinx"], "invalid choice: 'xilinx'"),
             ([str(path), "--family", "ice40", "--paths", "-2"], "--paths must be 0 or more"),
-            ([__file__, "--family", "ice40"], "is not a usable Yosys JSON netlist")]:
+            ([__file__, "--family", "ice40"], "is not JSON"),
+            ([str(path), "--family", "ecp5"], "the netlist has no ecp5 logic cells"),
+            ([str(broken), "--family", "ice40"], "is not a Yosys JSON netlist: a cell or net has no 'connections'")]:
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
