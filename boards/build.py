@@ -516,17 +516,17 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     check_synthesis_log(out / "synth_2.log")
     # ECP5: registers after block RAM read ports move into the block RAMs (boards/bram.py).
     output_registers = folded_flip_flops = None
+    netlist_path = out / f"{NAME}.json"
+    netlist = json.loads(netlist_path.read_text())
     if family["output_registers"]:
-        netlist_path = out / f"{NAME}.json"
-        netlist = json.loads(netlist_path.read_text())
         output_registers, folded_flip_flops = fold_output_registers(netlist, NAME)
         netlist_path.write_text(json.dumps(netlist))
         progress(f"block RAM output registers: {output_registers} read ports "
                  f"({folded_flip_flops} flip-flops folded in)")
 
     # The LUT levels between registers, for the report (boards/logic_depth.py).
-    netlist_path = out / f"{NAME}.json"
-    depth = logic_depth(json.loads(netlist_path.read_text()), board.family, paths=5)
+    depth = logic_depth(netlist, board.family, paths=5)
+    del netlist
     if depth.deepest:
         progress(f"deepest logic: {depth.max_levels:.2f} LUT levels, "
                  f"{depth.deepest[0].start} -> {depth.deepest[0].end}")

@@ -748,8 +748,8 @@ def test_ranges_at_the_end(name):
 
 @pytest.mark.parametrize("width", [1, 2, 3, 5, 7])
 def test_exceeds_every_value_and_limit(width):
-    # The ADDRESS check's comparator, a tree of gates: every value against every limit up to
-    # one past the largest value (a limit the value cannot exceed is the constant 0).
+    # The ADDRESS check's comparator, gates rather than a subtractor: every value against
+    # every limit up to one past the largest value (a limit it cannot exceed is the constant 0).
     value = Signal(width)
     limits = range((1 << width) + 1)
     m = Module()
