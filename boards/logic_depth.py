@@ -87,13 +87,12 @@ class LogicDepth:
     deepest : list of DepthPath
         The deepest paths, deepest first, one per distinct (start, end) pair of nets (the bits
         of a bus count once).
+    max_levels : float
+        The deepest path's levels (also when ``deepest`` lists none).
     """
     histogram: dict
     deepest: list
-
-    @property
-    def max_levels(self):
-        return self.deepest[0].levels if self.deepest else 0.0
+    max_levels: float
 
     def as_dict(self, paths=5):
         """A JSON-ready summary with the ``paths`` deepest paths (for report.json)."""
@@ -141,7 +140,7 @@ def _readable(name):
 def _bus(name):
     """``name`` without the suffixes that tell the bits of a bus apart (a bit number, a copy
     number, the cell-derived names Yosys makes up), so that they count as one path."""
-    return _MADE_UP.split(name, 1)[0].split(" [", 1)[0].rstrip("0123456789").rstrip("_$")
+    return _readable(name).split(" [", 1)[0].rstrip("0123456789").rstrip("_$")
 
 
 def logic_depth(netlist, family, *, paths=20):
@@ -223,28 +222,27 @@ def logic_depth(netlist, family, *, paths=20):
             for bit in cell["connections"][pin]:
                 if isinstance(bit, int):
                     settle(bit)
-                    ends.append((arrival[bit], bit, f"{label}.{pin}"))
+                    ends.append((arrival[bit], bit, label, pin))
 
-    histogram = Counter(int(levels) for levels, _, _ in ends)
+    histogram = Counter(int(levels) for levels, *_ in ends)
     ends.sort(key=lambda end: -end[0])
     deepest, seen = [], set()
-    for levels, bit, end in ends:
+    for levels, bit, end_net, pin in ends:
         if len(deepest) == paths or levels == 0:
             break
-        chain = []
-        while bit in through and bit not in chain:     # (a combinational loop ends the walk)
+        chain, walked = [], set()
+        while bit in through and bit not in walked:    # (a combinational loop ends the walk)
             chain.append(bit)
+            walked.add(bit)
             bit = through[bit]
         start = _readable(names.get(bit, str(bit)))
-        end_net, pin = end.rsplit(".", 1)
-        end = f"{_readable(end_net)}.{pin}"
         key = (_bus(start), _bus(end_net), pin)
         if key in seen:
             continue
         seen.add(key)
         via = tuple(names.get(step, str(step)) for step in reversed(chain))
-        deepest.append(DepthPath(levels, start, end, via))
-    return LogicDepth(dict(histogram), deepest)
+        deepest.append(DepthPath(levels, start, f"{_readable(end_net)}.{pin}", via))
+    return LogicDepth(dict(histogram), deepest, ends[0][0] if ends else 0.0)
 
 
 def main(argv=None):

@@ -82,7 +82,8 @@ def test_paths_limit_and_bus_bits_count_once():
     depth = logic_depth(_netlist(cells, names), "ice40")
     assert [(path.start, path.end, path.levels) for path in depth.deepest] == [
         ("core.src", "core.dst.D", 2)]
-    assert logic_depth(_netlist(cells, names), "ice40", paths=0).deepest == []
+    none_listed = logic_depth(_netlist(cells, names), "ice40", paths=0)
+    assert none_listed.deepest == [] and none_listed.max_levels == 2
 
 
 def test_long_carry_chain_and_loop():
