@@ -126,7 +126,7 @@ BOARDS = {board.name: board for board in [
         name="ulx3s-85f", title="Radiona ULX3S (85F)", family="ecp5",
         device="LFE5U-85F-6BG381C", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
         pll="ECP5PLL", clock=87.5e6,
-        geometry=Geometry(rows=16, cols=16, ub_depth=2048, wm_depth=1024, acc_depth=1024),
+        geometry=Geometry(rows=18, cols=16, ub_depth=2048, wm_depth=1024, acc_depth=1024),
         ppu_lanes=1, baud=3_000_000, counter_bits=64,
         lights={"alive": ("led", 0), "ok": ("led", 1), "error": ("led", 2), "busy": ("led", 3)},
         nextpnr=("--85k", "--package", "CABGA381", "--speed", "6"),
@@ -134,13 +134,14 @@ BOARDS = {board.name: board for board in [
         flasher=("openFPGALoader", "-b", "ulx3s", "-f"),
         # With all 68 products of an 8 x 8 in DSP blocks, router2 did not converge (hundreds
         # of overused wires after 68 iterations), nor did a 16 x 16 with 100 DSP blocks; with
-        # 76 (the PPU's 4 and 72 array cells, the other 184 products in logic) the 16 x 16
-        # routes (docs/boards.md). With the timing registers, the travelling weight loads, the
-        # multipliers in logic, the block RAMs' own output registers and the unified
-        # buffer's write register it meets 87.5 MHz; builds for 90 MHz have not met it. The
-        # final design's 87.5 MHz builds land within a megahertz of the clock whatever the seed
-        # (86.45-87.73 MHz for seeds 1-5): seed 5 is the one of those that met it
-        # (docs/boards.md).
+        # 76 (the PPU's 4 and 72 array cells, the other products in logic) the arrays route
+        # (docs/boards.md). With the timing registers, the travelling weight loads, the Booth
+        # multipliers in logic, the block RAMs' own output registers and the unified buffer's
+        # write register, the 16 x 16 and the 18 x 16 meet 87.5 MHz; 18 rows x 16 columns is
+        # 50.4 GOPS there (a 17 x 17's timing rip-up diverged at that clock, an 18 x 18 did
+        # not route even for 78.125 MHz, and builds for 90 MHz have not met it). These builds
+        # land within a megahertz of the clock whatever the seed (86.45-87.73 MHz for the
+        # 16 x 16 with seeds 1-5): seed 5 is the one that met it (docs/boards.md).
         dsp_budget=76, seed=5,
     ),
     Board(
