@@ -113,34 +113,40 @@ class SerialPostProcessor(wiring.Component):
         return 32 + shift + 1 + 2
 
     def row_cycles(self, shift):
-        """Cycles a row takes with ``cfg.shift == shift``: ``C * (35 + shift)``.
+        """Cycles a row takes with ``cfg.shift == shift``: ``C * (35 + shift) + 1``.
 
         From the cycle in which a row starts (the one in which ``i.valid`` rises, if the unit
         is idle) to the one in which it is presented on ``o``; and the interval between rows at
         full rate (input always valid, output always ready).
         """
-        return self._cols * self.column_cycles(shift)
+        return self._cols * self.column_cycles(shift) + 1
 
     def elaborate(self, platform):
         m = Module()
         cols = self._cols
         cfg = self.cfg
 
-        # Sequencing: the row in progress, its column, the phase within the column and the
-        # cycle within the phase (the bit of x in MUL, the bits shifted in POT).
+        # Sequencing: the row in progress, the column whose bits are read, the phase and the
+        # cycle within it. In MUL, w_step is one ahead (it names the bit of x read for the next
+        # cycle), so the multiply's last cycle has w_step 0, and HI reads the next column's
+        # bit 0: HI is also the next column's first cycle, and the idle unit waits in HI.
         w_busy  = Signal()
         w_col   = Signal(range(cols))
-        w_phase = Signal(Phase)
+        w_final = Signal()                      # w_col has wrapped: the row's last column
+        w_phase = Signal(Phase, init=Phase.HI)
         w_step  = Signal(unsigned(5))
 
-        # Datapath: the working register, the bit-serial bias add's carry and RoundingDivideByPOT's
-        # sticky bit.
+        # Datapath: the working register, x's next bit and the bit-serial bias add's carry, and
+        # RoundingDivideByPOT's sticky bit.
         w_acc    = Signal(WIDTH, init=NUDGE)
+        x_bit    = Signal()
         x_carry  = Signal()
         w_sticky = Signal()
 
+        # The output row: each column's byte enters at the top and moves down a byte per
+        # column, so after C columns byte j holds column j.
         o_valid = Signal()
-        o_data  = Signal(data.ArrayLayout(unsigned(8), cols))
+        o_data  = Signal(data.ArrayLayout(signed(8), cols))
         o_last  = Signal()
         m.d.comb += [
             self.o.valid.eq(o_valid),
@@ -156,17 +162,19 @@ class SerialPostProcessor(wiring.Component):
             m.d.sync += o_valid.eq(0)
 
         last_col = w_col == cols - 1
-        mul, pot = w_phase == Phase.MUL, w_phase == Phase.POT
+        mul = w_phase == Phase.MUL
         lo_phase, hi_phase = w_phase == Phase.LO, w_phase == Phase.HI
-        mul_last = w_step == 31                         # the sign bit of x
+        mul_last = w_step == 0                          # x's sign bit goes in
         pot_last = w_step == cfg.shift                  # the zero point goes in
 
-        # x, bit by bit: bit `w_step` of column `w_col` of the payload and of the biases.
+        # The next bit of x = acc + bias, LSB first: bit `w_step` of column `w_col` of the
+        # payload and of the biases, added with the carry of the bits below. Registered, so
+        # that these multiplexers do not lie in series with the adder.
         index = Cat(w_step, w_col)
         acc_bit = self.i.payload.data.as_value().bit_select(index, 1)
         bias_bit = cfg.bias.as_value().bit_select(index, 1)
-        x_bit = acc_bit ^ bias_bit ^ x_carry
-        m.d.comb += self.i.ready.eq(run & mul & mul_last & last_col)
+        # The row is read until its last column's bit 31.
+        m.d.comb += self.i.ready.eq(run & mul & (w_step == 31) & last_col)
 
         # The clamp's bounds.
         lo, hi = Signal(signed(8)), Signal(signed(8))
@@ -199,27 +207,38 @@ class SerialPostProcessor(wiring.Component):
                     m.d.comb += [addend.eq(Cat(Const(0, 1), cfg.zero_point).as_signed()),
                                  carry_in.eq(rounding)]
             with m.Case(Phase.LO):
-                m.d.comb += [addend.eq(~lo.as_signed()), carry_in.eq(1)]     # q - lo
+                m.d.comb += [addend.eq(~lo), carry_in.eq(1)]                # q - lo
             with m.Case(Phase.HI):
-                m.d.comb += addend.eq(~hi.as_signed())                       # q - hi - 1
+                m.d.comb += addend.eq(~hi)                                  # q - hi - 1
         total = Signal(WIDTH)
         m.d.comb += total.eq(w_acc + addend + carry_in)
         below = total[WIDTH - 1]                        # LO: q < lo
         above = ~total[WIDTH - 1]                       # HI: q > hi
 
         with m.If(run):
+            # x's bits are read in HI (bit 0) and MUL (bits 1 to 31, then nothing).
+            with m.If(mul | hi_phase):
+                m.d.sync += [
+                    x_bit.eq(acc_bit ^ bias_bit ^ x_carry),
+                    x_carry.eq((acc_bit & bias_bit) | (x_carry & (acc_bit ^ bias_bit))),
+                ]
             with m.Switch(w_phase):
                 with m.Case(Phase.MUL):
                     m.d.sync += [
-                        w_busy.eq(1),
                         w_acc.eq(total.as_signed() >> 1),
-                        x_carry.eq((acc_bit & bias_bit) | (x_carry & (acc_bit ^ bias_bit))),
                         w_step.eq(w_step + 1),
                     ]
-                    with m.If(mul_last):
-                        m.d.sync += [x_carry.eq(0), w_phase.eq(Phase.POT)]
+                    with m.If(w_step == 31):
                         with m.If(last_col):
                             m.d.sync += o_last.eq(self.i.payload.last)
+                    with m.If(mul_last):
+                        m.d.sync += [
+                            x_carry.eq(0),
+                            w_col.eq(Mux(last_col, 0, w_col + 1)),
+                            w_final.eq(last_col),
+                            w_phase.eq(Phase.POT),
+                            w_step.eq(0),
+                        ]
                 with m.Case(Phase.POT):
                     m.d.sync += [
                         w_acc.eq(total.as_signed() >> 1),
@@ -229,16 +248,18 @@ class SerialPostProcessor(wiring.Component):
                     with m.If(pot_last):
                         m.d.sync += [w_step.eq(0), w_phase.eq(Phase.LO)]
                 with m.Case(Phase.LO):
+                    # max(q, lo) enters the output row.
                     m.d.sync += [
-                        o_data[w_col].eq(Mux(below, lo, w_acc[:8])),
+                        o_data.eq(Cat(o_data.as_value()[8:], Mux(below, lo, w_acc[:8]))),
                         w_phase.eq(Phase.HI),
                     ]
                 with m.Case(Phase.HI):
+                    # hi if q > hi or lo > hi; and the next column (or row) begins.
                     with m.If(above | hi_wins):
-                        m.d.sync += o_data[w_col].eq(hi)
-                    m.d.sync += [w_acc.eq(NUDGE), w_phase.eq(Phase.MUL)]
-                    with m.If(last_col):
-                        m.d.sync += [w_col.eq(0), w_busy.eq(0), o_valid.eq(1)]
-                    with m.Else():
-                        m.d.sync += w_col.eq(w_col + 1)
+                        m.d.sync += o_data[cols - 1].eq(hi)
+                    m.d.sync += [w_acc.eq(NUDGE), w_busy.eq(1), w_phase.eq(Phase.MUL),
+                                 w_step.eq(1)]
+                    with m.If(w_final):
+                        m.d.sync += [w_final.eq(0), w_busy.eq(0), o_valid.eq(1),
+                                     w_phase.eq(Phase.HI), w_step.eq(0)]
         return m
