@@ -217,10 +217,12 @@ class SerialPostProcessor(wiring.Component):
 
         with m.If(run):
             # x's bits are read in HI (bit 0) and MUL (bits 1 to 31, then nothing).
+            # (Bit 0 has no carry in: whatever HI's reading at a row's end left in x_carry.)
+            carry = x_carry & mul
             with m.If(mul | hi_phase):
                 m.d.sync += [
-                    x_bit.eq(acc_bit ^ bias_bit ^ x_carry),
-                    x_carry.eq((acc_bit & bias_bit) | (x_carry & (acc_bit ^ bias_bit))),
+                    x_bit.eq(acc_bit ^ bias_bit ^ carry),
+                    x_carry.eq((acc_bit & bias_bit) | (carry & (acc_bit ^ bias_bit))),
                 ]
             with m.Switch(w_phase):
                 with m.Case(Phase.MUL):
@@ -233,7 +235,6 @@ class SerialPostProcessor(wiring.Component):
                             m.d.sync += o_last.eq(self.i.payload.last)
                     with m.If(mul_last):
                         m.d.sync += [
-                            x_carry.eq(0),
                             w_col.eq(Mux(last_col, 0, w_col + 1)),
                             w_final.eq(last_col),
                             w_phase.eq(Phase.POT),
