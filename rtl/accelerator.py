@@ -11,6 +11,7 @@ from .counters import COUNTER_BITS
 from .mxu import MatrixUnit
 from .params import check_int
 from .ppu import PostProcessor
+from .serial_ppu import SerialPostProcessor
 from .unified_buffer import UnifiedBuffer
 from .weight_memory import WeightMemory
 
@@ -30,7 +31,8 @@ class Accelerator(wiring.Component):
                 |  UB (masked writes), WM, ACC: write, read request, read response streams
                 |  MXU: w, x, o streams;  PPU: i, o streams, cfg
                 v
-        UnifiedBuffer  WeightMemory  AccumulatorMemory  MatrixUnit  PostProcessor
+        UnifiedBuffer  WeightMemory  AccumulatorMemory  MatrixUnit  PostProcessor (or
+                                                                    SerialPostProcessor)
 
     Parameters
     ----------
@@ -58,6 +60,12 @@ class Accelerator(wiring.Component):
         ranges registered at decode (:class:`rtl.controller.Controller`'s
         ``range_register``). The smallest FPGA has no room for them. Programs compute the same
         either way.
+    serial_ppu : bool
+        Build the bit-serial :class:`rtl.serial_ppu.SerialPostProcessor` instead of the
+        pipelined PPU (default False): under half the logic and no DSP block, but ACTIVATE then
+        takes ``C * (35 + shift) + 1`` cycles a row (``row_cycles``); for FPGAs whose host link
+        is far slower than that anyway. ``ppu_lanes`` must then be None. Programs compute the
+        same either way.
 
     Members
     -------
@@ -70,13 +78,21 @@ class Accelerator(wiring.Component):
         more bytes go in (:attr:`rtl.controller.Controller.idle`).
     """
     def __init__(self, geometry=Geometry(), *, ppu_lanes=None, counter_bits=COUNTER_BITS,
-                 timing_registers=True):
+                 timing_registers=True, serial_ppu=False):
         if not isinstance(geometry, Geometry):
             self._MustUse__silence = True
             raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
-        if ppu_lanes is None:
+        if not isinstance(serial_ppu, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"serial_ppu must be a bool, not {serial_ppu!r}")
+        if serial_ppu and ppu_lanes is not None:
+            self._MustUse__silence = True
+            raise ValueError(f"ppu_lanes must be None with serial_ppu (the serial PPU has no "
+                             f"lanes), not {ppu_lanes!r}")
+        if ppu_lanes is None and not serial_ppu:
             ppu_lanes = geometry.cols
-        check_int(self, "PPU lane count", ppu_lanes, 1, geometry.cols)
+        if not serial_ppu:
+            check_int(self, "PPU lane count", ppu_lanes, 1, geometry.cols)
         check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
         if not isinstance(timing_registers, bool):
             self._MustUse__silence = True
@@ -85,6 +101,7 @@ class Accelerator(wiring.Component):
         self._timing_registers = timing_registers
         self._geometry = geometry
         self._ppu_lanes = ppu_lanes
+        self._serial_ppu = serial_ppu
         super().__init__({
             "i": In(stream.Signature(8)),
             "o": Out(stream.Signature(8)),
@@ -97,8 +114,13 @@ class Accelerator(wiring.Component):
 
     @property
     def ppu_lanes(self):
-        """The PPU's lanes (C unless fewer were asked for)."""
+        """The PPU's lanes (C unless fewer were asked for; None with ``serial_ppu``)."""
         return self._ppu_lanes
+
+    @property
+    def serial_ppu(self):
+        """Whether the PPU is the bit-serial :class:`rtl.serial_ppu.SerialPostProcessor`."""
+        return self._serial_ppu
 
     @property
     def timing_registers(self):
@@ -126,8 +148,11 @@ class Accelerator(wiring.Component):
         m.submodules.weight_memory  = wm
         m.submodules.accumulator    = acc
         m.submodules.mxu            = mxu = MatrixUnit(g.rows, g.cols)
-        m.submodules.ppu            = ppu = PostProcessor(
-            g.cols, self._ppu_lanes, operand_stage=self._timing_registers)
+        if self._serial_ppu:
+            m.submodules.ppu        = ppu = SerialPostProcessor(g.cols)
+        else:
+            m.submodules.ppu        = ppu = PostProcessor(
+                g.cols, self._ppu_lanes, operand_stage=self._timing_registers)
 
         connect(m, flipped(self.i), controller.i)
         m.d.comb += self.idle.eq(controller.idle)

@@ -42,6 +42,7 @@ class SerialAccelerator(wiring.Component):
     ppu_lanes : int or None
     counter_bits : int
     timing_registers : bool
+    serial_ppu : bool
         Passed to :class:`~rtl.accelerator.Accelerator`.
 
     Members
@@ -55,7 +56,7 @@ class SerialAccelerator(wiring.Component):
     """
     def __init__(self, geometry=Geometry(), *, clk_freq, baud=3_000_000,
                  max_payload=MAX_PAYLOAD, ppu_lanes=None, counter_bits=64,
-                 timing_registers=True):
+                 timing_registers=True, serial_ppu=False):
         if not isinstance(geometry, Geometry):
             self._MustUse__silence = True
             raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
@@ -78,7 +79,8 @@ class SerialAccelerator(wiring.Component):
             self._lights = Lights(clk_freq=clk_freq)
             self._accelerator = Accelerator(geometry, ppu_lanes=ppu_lanes,
                                             counter_bits=counter_bits,
-                                            timing_registers=timing_registers)
+                                            timing_registers=timing_registers,
+                                            serial_ppu=serial_ppu)
         except Exception:
             self._MustUse__silence = True
             for part in ("_uart_rx", "_uart_tx", "_bridge", "_lights"):
@@ -114,6 +116,10 @@ class SerialAccelerator(wiring.Component):
     @property
     def timing_registers(self):
         return self._accelerator.timing_registers
+
+    @property
+    def serial_ppu(self):
+        return self._accelerator.serial_ppu
 
     def elaborate(self, platform):
         m = Module()

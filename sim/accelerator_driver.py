@@ -18,7 +18,7 @@ __all__ = ["run_accelerator"]
 
 def run_accelerator(program, geometry=Geometry(), *, response_length=None, idle=0.0,
                     stall=0.0, seed=0, quiet=256, extra=32, max_cycles=None, dut=None,
-                    input_cycles=None, ppu_lanes=None):
+                    input_cycles=None, ppu_lanes=None, serial_ppu=False):
     """Return ``(response bytes, cycles)`` for ``program`` on a simulated ``geometry`` device.
 
     Parameters
@@ -42,12 +42,15 @@ def run_accelerator(program, geometry=Geometry(), *, response_length=None, idle=
     max_cycles : int or None
         Cycle budget; by default generous for the program's and the response's length.
     dut : rtl.accelerator.Accelerator or None
-        The device; a new one for ``geometry`` (and ``ppu_lanes``) if None.
+        The device; a new one for ``geometry`` (and ``ppu_lanes``, ``serial_ppu``) if None.
     input_cycles : list or None
         If a list, the cycle in which each program byte was taken is appended to it: a byte
         taken late shows that the device held the instruction before it.
     ppu_lanes : int or None
         The PPU's lanes (:class:`rtl.accelerator.Accelerator`; ignored if ``dut`` is given).
+    serial_ppu : bool
+        Build the bit-serial PPU (:class:`rtl.accelerator.Accelerator`; ignored if ``dut`` is
+        given).
 
     Returns
     -------
@@ -62,9 +65,13 @@ def run_accelerator(program, geometry=Geometry(), *, response_length=None, idle=
     """
     program = bytes(program)
     if dut is None:
-        dut = Accelerator(geometry, ppu_lanes=ppu_lanes)
+        dut = Accelerator(geometry, ppu_lanes=ppu_lanes, serial_ppu=serial_ppu)
     if max_cycles is None:
         max_cycles = 64 * len(program) + 8 * (response_length or 0) + 4096
+        if dut.serial_ppu:
+            # An ACTIVATE row takes up to 66 cycles a column (SerialPostProcessor.row_cycles),
+            # and an 8-byte ACTIVATE word can ask for several rows.
+            max_cycles += 67 * dut.geometry.cols * len(program)
     if not 0 <= idle < 1 or not 0 <= stall < 1:
         raise ValueError("idle and stall are probabilities below 1")
     rng = random.Random(seed)

@@ -16,6 +16,7 @@ from amaranth.hdl import Fragment
 from firmware.isa import (Counter, ErrorCode, Flag, Geometry, Instruction, Opcode, Response, Tag,
                           ppu_config_bytes)
 from rtl.accelerator import Accelerator
+from rtl.serial_ppu import SerialPostProcessor
 from sim.accelerator_driver import run_accelerator
 from sim.golden.accelerator import AcceleratorModel
 from sim.golden.mxu import matmul
@@ -63,9 +64,9 @@ def counter_values(packet):
 
 
 def check_against_model(geometry, program, *, idle=0.0, stall=0.0, seed=0, ppu_lanes=None,
-                        dut=None):
-    """Run ``program`` on the device (with ``ppu_lanes``, or ``dut`` if given) and the model;
-    assert the same packets; return both.
+                        serial_ppu=False, dut=None):
+    """Run ``program`` on the device (with ``ppu_lanes`` or ``serial_ppu``, or ``dut`` if
+    given) and the model; assert the same packets; return both.
 
     Returns ``(packets, model, cycles)``, the device's packets parsed.
     """
@@ -74,7 +75,7 @@ def check_against_model(geometry, program, *, idle=0.0, stall=0.0, seed=0, ppu_l
     assert not model.incomplete
     output, cycles = run_accelerator(program, geometry, response_length=len(expected),
                                      idle=idle, stall=stall, seed=seed, ppu_lanes=ppu_lanes,
-                                     dut=dut)
+                                     serial_ppu=serial_ppu, dut=dut)
     got = Response.parse(output)
     want = Response.parse(expected)
     assert len(got) == len(want), f"{len(got)} packets instead of {len(want)}"
@@ -187,6 +188,24 @@ def test_random_programs_ppu_lanes(name, lanes, seed, idle, stall):
     rng = np.random.default_rng([seed, g.rows, g.cols, lanes])
     program = random_program(rng, g, 30, errors=0.1, most=8)
     check_against_model(g, program, idle=idle, stall=stall, seed=seed, ppu_lanes=lanes)
+
+
+@pytest.mark.parametrize("name, seed, idle, stall, timing_registers", [
+    ("1x1", 0, 0.0, 0.0, True),
+    ("4x4", 3, 0.3, 0.0, True),
+    ("3x2", 5, 0.1, 0.5, False),     # the iCEBreaker's configuration, but smaller
+])
+def test_random_programs_serial_ppu(name, seed, idle, stall, timing_registers):
+    # The bit-serial PPU takes C * (35 + shift) + 1 cycles a row, and holds its output row
+    # until the unified buffer's write takes it: ACTIVATE's stream waits for it, and nothing
+    # changes in what programs compute.
+    g = GEOMETRIES[name]
+    rng = np.random.default_rng([seed, g.rows, g.cols, 5])
+    instructions, _ = random_instructions(rng, g, 30, most=8, errors=0.1, error=random_error)
+    assert sum(ins.n for ins in instructions if ins.opcode == Opcode.ACTIVATE) >= 14
+    program = b"".join(ins.encode() for ins in instructions + [I.sync()])
+    check_against_model(g, program, idle=idle, stall=stall, seed=seed,
+                        dut=Accelerator(g, timing_registers=timing_registers, serial_ppu=True))
 
 
 @pytest.mark.slow
@@ -375,6 +394,24 @@ def test_ppu_lanes(lanes, built):
 def test_bad_ppu_lanes(lanes, error, message):
     with pytest.raises(error, match=message):
         Accelerator(Geometry(2, 3, 8, 4, 8), ppu_lanes=lanes)
+
+
+def test_serial_ppu():
+    dut = Accelerator(Geometry(2, 3, 8, 4, 8), serial_ppu=True)
+    assert dut.serial_ppu and dut.ppu_lanes is None
+    ppu = Fragment.get(dut, None).find_subfragment("ppu").origins[0]
+    assert isinstance(ppu, SerialPostProcessor) and ppu.cols == 3
+    assert not Accelerator(Geometry(2, 3, 8, 4, 8)).serial_ppu
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"serial_ppu": 1}, TypeError, "serial_ppu must be a bool, not 1"),
+    ({"serial_ppu": True, "ppu_lanes": 1}, ValueError,
+     r"ppu_lanes must be None with serial_ppu \(the serial PPU has no lanes\), not 1"),
+])
+def test_bad_serial_ppu(options, error, message):
+    with pytest.raises(error, match=message):
+        Accelerator(Geometry(2, 3, 8, 4, 8), **options)
 
 
 def test_timing_registers():
