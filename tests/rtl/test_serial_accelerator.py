@@ -7,12 +7,15 @@ answer must still equal the ISA model's, byte for byte.
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from firmware.isa import SYNC_WORD, Geometry, Instruction, Opcode
 from firmware.backends.serial import SerialBackend
 from firmware.link import Link
 from firmware.runtime import Device
+from rtl.ppu import PostProcessor
 from rtl.serial_accelerator import SerialAccelerator
+from rtl.serial_ppu import SerialPostProcessor
 from sim.golden.accelerator import AcceleratorModel
 from sim.serial_line import LineFaults, SimulatedSerialLine
 
@@ -89,3 +92,13 @@ def test_constructor_errors():
         SerialAccelerator(G, clk_freq=1e6, max_payload=0)
     with pytest.raises(ValueError):
         SerialAccelerator(G, clk_freq=1e6, baud=500_000)         # 2 cycles per bit
+    with pytest.raises(ValueError, match="ppu_lanes must be None with serial_ppu"):
+        SerialAccelerator(G, clk_freq=12e6, ppu_lanes=1, serial_ppu=True)
+
+
+@pytest.mark.parametrize("serial_ppu", [False, True])
+def test_serial_ppu_passed_through(serial_ppu):
+    dut = SerialAccelerator(G, clk_freq=12e6, timing_registers=False, serial_ppu=serial_ppu)
+    assert dut.serial_ppu == serial_ppu
+    ppu = Fragment.get(dut, None).find_subfragment("accelerator").find_subfragment("ppu")
+    assert isinstance(ppu.origins[0], SerialPostProcessor if serial_ppu else PostProcessor)
