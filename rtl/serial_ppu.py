@@ -36,8 +36,9 @@ class SerialPostProcessor(wiring.Component):
 
     ``MUL`` (32 cycles)
         ``x = acc + bias`` is never formed whole: a one-bit full adder (carry in ``x_carry``)
-        makes its bit ``i`` in cycle ``i`` from the two bits picked out of the payload and
-        ``cfg.bias``, LSB first, so the wrap modulo 2**32 comes for free. Each cycle adds
+        makes its bit ``i`` from the two bits picked out of the payload and ``cfg.bias``, LSB
+        first, a cycle before it is used (into ``x_bit``, so that the multiplexers do not lie
+        in series with the adder); the wrap modulo 2**32 comes for free. Each cycle adds
         ``x_i * 4 * multiplier`` to ``w_acc`` (the last one, with the sign bit's weight
         ``-2**31``, subtracts it) and shifts it right by one. ``w_acc`` starts at 2**32, so
         after 32 cycles it holds ``floor((4 x M + 2**32) / 2**32) = floor((x M + 2**30) /
@@ -58,11 +59,15 @@ class SerialPostProcessor(wiring.Component):
         The adder compares ``q`` with ``lo`` and then with ``hi`` (its sign bit; ``w_acc``
         holds still). ``LO`` writes ``max(q, lo)`` into the column's byte of ``o_data``,
         ``HI`` overwrites it with ``hi`` if ``q > hi`` or ``lo > hi`` (the upper bound wins).
+        (The bytes enter ``o_data`` at the top and move down one per column.)
 
-    ``w_acc`` is then back at 2**32 for the next column. The row is read from ``i.payload``
-    while it waits (the stream rules keep it stable while ``i.valid`` is high), so there is no
-    input register: ``i.ready`` rises in the last ``MUL`` cycle of the last column, and its
-    ``last`` flag is kept in ``o_last``. When the last column is done the row is presented on
+    ``HI`` also resets ``w_acc`` to 2**32 and reads bit 0 of the next column: it is the
+    first cycle of every column but the first, whose first cycle is a row's own ``HI`` (the
+    idle unit waits in ``HI``), hence ``C * (35 + shift) + 1`` cycles a row. The row is read
+    from ``i.payload`` while it waits (the stream rules keep it stable while ``i.valid`` is
+    high), so there is no input register: ``i.ready`` rises in the cycle that reads the last
+    column's bit 31 (the next-to-last ``MUL`` cycle), and its ``last`` flag is kept in
+    ``o_last``. When the last column is done the row is presented on
     ``o`` until it is taken; the next row starts only once the output row is free (in the
     cycle it is taken, at the earliest), so rows do not overlap. A row offered to an idle unit
     starts in the cycle ``i.valid`` rises and is presented ``row_cycles(shift)`` cycles later;

@@ -16,6 +16,7 @@ from amaranth.hdl import Fragment
 from firmware.isa import (Counter, ErrorCode, Flag, Geometry, Instruction, Opcode, Response, Tag,
                           ppu_config_bytes)
 from rtl.accelerator import Accelerator
+from rtl.ppu import PostProcessor
 from rtl.serial_ppu import SerialPostProcessor
 from sim.accelerator_driver import run_accelerator
 from sim.golden.accelerator import AcceleratorModel
@@ -401,7 +402,9 @@ def test_serial_ppu():
     assert dut.serial_ppu and dut.ppu_lanes is None
     ppu = Fragment.get(dut, None).find_subfragment("ppu").origins[0]
     assert isinstance(ppu, SerialPostProcessor) and ppu.cols == 3
-    assert not Accelerator(Geometry(2, 3, 8, 4, 8)).serial_ppu
+    dut = Accelerator(Geometry(2, 3, 8, 4, 8))
+    assert not dut.serial_ppu
+    assert isinstance(Fragment.get(dut, None).find_subfragment("ppu").origins[0], PostProcessor)
 
 
 @pytest.mark.parametrize("options, error, message", [
