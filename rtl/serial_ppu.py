@@ -9,20 +9,26 @@ from .ppu import AccumulatorRow, Activation, PostProcessorConfig, QuantizedRow
 
 __all__ = ["SerialPostProcessor"]
 
-#: Width of the working register: 4 * multiplier needs 34 bits, and the partial sums of the
-#: shift-add multiply stay within twice that (see the class docstring).
-WIDTH = 35
+#: Width of the carry-save vectors: 4 * multiplier needs 34 bits (see the class docstring).
+WIDTH = 34
 #: The working register's value when a column starts: the nudge, 2**30 of the product, which
 #: the multiplicand's scale of 4 and the 32 right shifts turn into 2**32.
 NUDGE = 1 << 32
 
 
+#: The first step from which q's top bit may leave: bit 32 - shift of q, its sign for shifts up
+#: to 23, leaves at step 66 (shift + 34 + 32 - shift).
+LATE = 66
+#: q_res's value when a column starts: the sentinel reaches bit 0 when q's bits 0 to 8 are in.
+SENTINEL = 1 << 9
+
+
 class Phase(enum.Enum, shape=2):
     """What the datapath does in a cycle of a column."""
-    MUL = 0     #: Shift-add multiply, one bit of x a cycle (32 cycles).
-    POT = 1     #: RoundingDivideByPOT, one bit a cycle, then the zero point (shift + 1 cycles).
-    LO  = 2     #: Compare with the lower bound; write max(q, lo) (1 cycle).
-    HI  = 3     #: Compare with the upper bound; write hi if above (1 cycle).
+    WL  = 0     #: Write the previous column's byte, load x (1 cycle; the idle unit waits here).
+    MUL = 1     #: Carry-save multiply, one bit of x a cycle (32 cycles).
+    POT = 2     #: RoundingDivideByPOT, one bit a cycle (shift + 1 cycles).
+    OUT = 3     #: q = z + zero_point + round, one bit a cycle (max(33 - shift, 10) cycles).
 
 
 class SerialPostProcessor(wiring.Component):
@@ -115,7 +121,7 @@ class SerialPostProcessor(wiring.Component):
             raise TypeError(f"Shift must be an integer, not {shift!r}")
         if not 0 <= shift <= 31:
             raise ValueError(f"Shift must be between 0 and 31, not {shift!r}")
-        return 32 + shift + 1 + 2
+        return max(LATE + 1, shift + 44)
 
     def row_cycles(self, shift):
         """Cycles a row takes with ``cfg.shift == shift``: ``C * (35 + shift) + 1``.
@@ -130,23 +136,35 @@ class SerialPostProcessor(wiring.Component):
         m = Module()
         cols = self._cols
         cfg = self.cfg
+        multiplier = cfg.multiplier
 
-        # Sequencing: the row in progress, the column whose bits are read, the phase and the
-        # cycle within it. In MUL, w_step is one ahead (it names the bit of x read for the next
-        # cycle), so the multiply's last cycle has w_step 0, and HI reads the next column's
-        # bit 0: HI is also the next column's first cycle, and the idle unit waits in HI.
+        # Sequencing: the row in progress, the column loaded next, the phase and the cycle of
+        # the column (WL is step 0). Flags decoded from w_step a cycle ahead, so that no
+        # comparator lies in front of the datapath.
         w_busy  = Signal()
         w_col   = Signal(range(cols))
         w_final = Signal()                      # w_col has wrapped: the row's last column
-        w_phase = Signal(Phase, init=Phase.HI)
-        w_step  = Signal(unsigned(5))
+        w_phase = Signal(Phase, init=Phase.WL)
+        w_wl    = Signal(init=1)                # w_phase == WL, as a flip-flop of its own
+        w_step  = Signal(range(LATE + 45))
+        f_sign  = Signal()                      # step 32: x's sign bit, weight -2**31
+        f_frac  = Signal()                      # step 33: the fraction bit leaves
+        f_round = Signal()                      # step 33 + shift: the rounding bit leaves
+        f_late  = Signal()                      # step LATE or later
 
-        # Datapath: the working register, x's next bit and the bit-serial bias add's carry, and
-        # RoundingDivideByPOT's sticky bit.
-        w_acc    = Signal(WIDTH, init=NUDGE)
-        x_bit    = Signal()
-        x_carry  = Signal()
-        w_sticky = Signal()
+        # Datapath: x, shifted out LSB first; the carry-save pair; RoundingDivideByPOT's
+        # sign and sticky bit; the serial adder of q = z + zero_point + round; q's low bits.
+        x_sr    = Signal(32)
+        s_vec   = Signal(WIDTH, init=NUDGE)
+        c_vec   = Signal(WIDTH)
+        x_sign  = Signal()
+        sticky  = Signal()
+        zp_sr   = Signal(signed(8))
+        q_carry = Signal()
+        q_res   = Signal(10, init=SENTINEL)     # q's bits 0 to 8 above a sentinel bit
+        q_big   = Signal()                      # a bit of q above bit 8 differs from bit 8
+        below   = Signal()                      # q < lo
+        above   = Signal()                      # q > hi, or lo > hi
 
         # The output row: each column's byte enters at the top and moves down a byte per
         # column, so after C columns byte j holds column j.
@@ -167,21 +185,14 @@ class SerialPostProcessor(wiring.Component):
             m.d.sync += o_valid.eq(0)
 
         last_col = w_col == cols - 1
-        mul = w_phase == Phase.MUL
-        lo_phase, hi_phase = w_phase == Phase.LO, w_phase == Phase.HI
-        mul_last = w_step == 0                          # x's sign bit goes in
-        pot_last = w_step == cfg.shift                  # the zero point goes in
+        wl = w_wl
+        out = w_phase == Phase.OUT
+        # The row is read until its last column is loaded.
+        m.d.comb += self.i.ready.eq(run & wl & ~w_final & last_col)
 
-        # The next bit of x = acc + bias, LSB first: bit `w_step` of column `w_col` of the
-        # payload and of the biases, added with the carry of the bits below. Registered, so
-        # that these multiplexers do not lie in series with the adder.
-        index = Cat(w_step, w_col)
-        acc_bit = self.i.payload.data.as_value().bit_select(index, 1)
-        bias_bit = cfg.bias.as_value().bit_select(index, 1)
-        # The row is read until its last column's bit 31.
-        m.d.comb += self.i.ready.eq(run & mul & (w_step == 31) & last_col)
-
-        # The clamp's bounds.
+        # The clamp's bounds and whether the upper one wins, registered (`c_` signals) so that
+        # none of this logic lies in series with the compares: they follow cfg a cycle late,
+        # and are first used some 60 cycles after a row starts.
         lo, hi = Signal(signed(8)), Signal(signed(8))
         with m.Switch(cfg.activation):
             with m.Case(Activation.RELU):
@@ -190,82 +201,110 @@ class SerialPostProcessor(wiring.Component):
                 m.d.comb += [lo.eq(cfg.zero_point), hi.eq(cfg.clamp_max)]
             with m.Default():
                 m.d.comb += [lo.eq(-128), hi.eq(127)]
-        hi_wins = (cfg.activation == Activation.CLAMP) & (cfg.clamp_max < cfg.zero_point)
+        c_lo, c_hi, c_hi_wins = Signal(signed(8)), Signal(signed(8)), Signal()
+        m.d.sync += [
+            c_lo.eq(lo),
+            c_hi.eq(hi),
+            c_hi_wins.eq((cfg.activation == Activation.CLAMP) & (cfg.clamp_max < cfg.zero_point)),
+        ]
 
-        # RoundingDivideByPOT's increment, in the last POT cycle: the bit about to be dropped
-        # is y's bit shift - 1; never for shift 0, where it is the fraction bit.
-        negative = w_acc[WIDTH - 1]
-        rounding = w_acc[0] & (~negative | w_sticky) & (w_step != 0)
+        # The step flags, a cycle ahead.
+        m.d.sync += [
+            f_sign.eq(w_step == 31),
+            f_frac.eq(w_step == 32),
+            f_round.eq(w_step == 32 + cfg.shift),
+            f_late.eq(~wl & (f_late | (w_step == LATE - 1))),
+        ]
 
-        # The adder's second operand and carry in, by phase.
-        multiplicand = Cat(Const(0, 2), cfg.multiplier).as_signed()     # 4 * multiplier
+        # The carry-save step: s + c + a = sum + 2 * carry, bit by bit (a 3:2 compressor), then
+        # a right shift: sum's bit 0 leaves, final; s takes sum's other bits, c the carries.
+        bit = s_vec[0] ^ c_vec[0]                       # a's bit 0 is always 0
         addend = Signal(WIDTH)
-        carry_in = Signal()
-        with m.Switch(w_phase):
-            with m.Case(Phase.MUL):
-                with m.If(mul_last):
-                    m.d.comb += [addend.eq(Mux(x_bit, ~multiplicand, 0)), carry_in.eq(x_bit)]
-                with m.Else():
-                    m.d.comb += addend.eq(Mux(x_bit, multiplicand, 0))
-            with m.Case(Phase.POT):
-                with m.If(pot_last):
-                    m.d.comb += [addend.eq(Cat(Const(0, 1), cfg.zero_point).as_signed()),
-                                 carry_in.eq(rounding)]
-            with m.Case(Phase.LO):
-                m.d.comb += [addend.eq(~lo), carry_in.eq(1)]                # q - lo
-            with m.Case(Phase.HI):
-                m.d.comb += addend.eq(~hi)                                  # q - hi - 1
-        total = Signal(WIDTH)
-        m.d.comb += total.eq(w_acc + addend + carry_in)
-        below = total[WIDTH - 1]                        # LO: q < lo
-        above = ~total[WIDTH - 1]                       # HI: q > hi
+        m.d.comb += addend.eq(Cat(
+            Const(0, 1),
+            f_frac & x_sign,                            # -4 M = (~M << 2) + 4: the + 4
+            Mux(x_sr[0], multiplier ^ f_sign.replicate(32), 0)))    # 4 M, or ~M << 2
+        total = s_vec ^ c_vec ^ addend
+        carry = (s_vec & c_vec) | (s_vec & addend) | (c_vec & addend)
+        with m.If(wl):
+            m.d.sync += [s_vec.eq(NUDGE), c_vec.eq(0)]
+        with m.Else():
+            m.d.sync += [s_vec.eq(total.as_signed() >> 1), c_vec.eq(carry)]
+
+        # x = acc + bias of the column, loaded in WL and shifted out. No multiplexer between
+        # the adder and x_sr: the operands are 0 outside WL, and x_sr is 0 in WL (after a
+        # column's 32 shifts, or cleared), so one OR makes both.
+        acc_op = Mux(wl, self.i.payload.data[w_col], 0)
+        bias_op = Mux(wl, cfg.bias[w_col], 0)
+        with m.If(~run | (wl & w_final)):
+            m.d.sync += x_sr.eq(0)
+        with m.Else():
+            m.d.sync += x_sr.eq((acc_op + bias_op)[:32] | (x_sr >> 1))
+
+        # RoundingDivideByPOT: the sticky bit collects y's bits below the rounding bit; y's
+        # sign is taken as the product's (they differ only where y = 0, which never rounds).
+        with m.If(f_sign):
+            m.d.sync += x_sign.eq(x_sr[0])
+        with m.If(w_phase == Phase.POT):
+            m.d.sync += sticky.eq((sticky | bit) & ~f_frac)
+        negative = x_sign ^ multiplier[31]
+        rounding = bit & ~f_frac & (~negative | sticky)
+
+        # q = z + zero_point + round, bit-serially: the rounding increment is the carry in.
+        zp_bit = zp_sr[0]
+        q_bit = bit ^ zp_bit ^ q_carry
+        with m.If(wl):
+            m.d.sync += [zp_sr.eq(cfg.zero_point), q_res.eq(SENTINEL), q_big.eq(0)]
+        with m.If(f_round):
+            m.d.sync += q_carry.eq(rounding)
+        with m.If(out):
+            m.d.sync += [
+                zp_sr.eq(zp_sr >> 1),
+                q_carry.eq((bit & zp_bit) | (bit & q_carry) | (zp_bit & q_carry)),
+            ]
+            with m.If(~q_res[0]):
+                m.d.sync += q_res.eq(Cat(q_res[1:], q_bit))
+            with m.Else():
+                m.d.sync += q_big.eq(q_big | (q_bit ^ q_res[9]))
+            # The clamp's compares, valid in OUT's last cycle (q_res then holds bits 0 to 8).
+            big = q_big | (q_res[0] & (q_bit ^ q_res[9]))
+            q9 = q_res[1:].as_signed()
+            m.d.sync += [
+                below.eq(Mux(big, q_bit, q9 < c_lo)),
+                above.eq(Mux(big, ~q_bit, q9 > c_hi)),
+            ]
+
+        with m.If(wl):
+            m.d.sync += w_step.eq(1)
+        with m.Else():
+            m.d.sync += w_step.eq(w_step + 1)
 
         with m.If(run):
-            # x's bits are read in HI (bit 0) and MUL (bits 1 to 31, then nothing).
-            # (Bit 0 has no carry in: whatever HI's reading at a row's end left in x_carry.)
-            carry = x_carry & mul
-            with m.If(mul | hi_phase):
-                m.d.sync += [
-                    x_bit.eq(acc_bit ^ bias_bit ^ carry),
-                    x_carry.eq((acc_bit & bias_bit) | (carry & (acc_bit ^ bias_bit))),
-                ]
             with m.Switch(w_phase):
-                with m.Case(Phase.MUL):
-                    m.d.sync += [
-                        w_acc.eq(total.as_signed() >> 1),
-                        w_step.eq(w_step + 1),
-                    ]
-                    with m.If(w_step == 31):
-                        with m.If(last_col):
-                            m.d.sync += o_last.eq(self.i.payload.last)
-                    with m.If(mul_last):
+                with m.Case(Phase.WL):
+                    # The previous column's byte enters the output row (at a row's first WL,
+                    # a byte that the row's own bytes push out); the next column is loaded.
+                    byte = Mux(above | c_hi_wins, c_hi, Mux(below, c_lo, q_res[1:9]))
+                    m.d.sync += o_data.eq(Cat(o_data.as_value()[8:], byte))
+                    with m.If(w_final):
+                        m.d.sync += [w_final.eq(0), w_busy.eq(0), o_valid.eq(1)]
+                    with m.Else():
                         m.d.sync += [
+                            w_busy.eq(1),
+                            w_phase.eq(Phase.MUL),
+                            w_wl.eq(0),
                             w_col.eq(Mux(last_col, 0, w_col + 1)),
                             w_final.eq(last_col),
-                            w_phase.eq(Phase.POT),
-                            w_step.eq(0),
                         ]
+                        with m.If(last_col):
+                            m.d.sync += o_last.eq(self.i.payload.last)
+                with m.Case(Phase.MUL):
+                    with m.If(f_sign):
+                        m.d.sync += w_phase.eq(Phase.POT)
                 with m.Case(Phase.POT):
-                    m.d.sync += [
-                        w_acc.eq(total.as_signed() >> 1),
-                        w_sticky.eq((w_sticky | w_acc[0]) & (w_step != 0)),
-                        w_step.eq(w_step + 1),
-                    ]
-                    with m.If(pot_last):
-                        m.d.sync += [w_step.eq(0), w_phase.eq(Phase.LO)]
-                with m.Case(Phase.LO):
-                    # max(q, lo) enters the output row.
-                    m.d.sync += [
-                        o_data.eq(Cat(o_data.as_value()[8:], Mux(below, lo, w_acc[:8]))),
-                        w_phase.eq(Phase.HI),
-                    ]
-                with m.Case(Phase.HI):
-                    # hi if q > hi or lo > hi; and the next column (or row) begins.
-                    with m.If(above | hi_wins):
-                        m.d.sync += o_data[cols - 1].eq(hi)
-                    m.d.sync += [w_acc.eq(NUDGE), w_busy.eq(1), w_phase.eq(Phase.MUL),
-                                 w_step.eq(1)]
-                    with m.If(w_final):
-                        m.d.sync += [w_final.eq(0), w_busy.eq(0), o_valid.eq(1),
-                                     w_phase.eq(Phase.HI), w_step.eq(0)]
+                    with m.If(f_round):
+                        m.d.sync += w_phase.eq(Phase.OUT)
+                with m.Case(Phase.OUT):
+                    with m.If(q_res[0] & f_late):
+                        m.d.sync += [w_phase.eq(Phase.WL), w_wl.eq(1)]
         return m
