@@ -201,11 +201,17 @@ class SerialPostProcessor(wiring.Component):
                 m.d.comb += [lo.eq(cfg.zero_point), hi.eq(cfg.clamp_max)]
             with m.Default():
                 m.d.comb += [lo.eq(-128), hi.eq(127)]
-        c_lo, c_hi, c_hi_wins = Signal(signed(8)), Signal(signed(8)), Signal()
+        # They are kept inverted, as the compares need them (an adder cannot invert an operand
+        # by itself: on the iCE40 that would take a LUT a bit); the output byte's multiplexer
+        # inverts them back for free. lo > hi only with CLAMP, where ~lo is ~zero_point.
+        lo_n = Signal(signed(8))
+        m.d.comb += lo_n.eq(~lo)
+        c_lo_n, c_hi_n, c_hi_wins = Signal(signed(8)), Signal(signed(8)), Signal()
         m.d.sync += [
-            c_lo.eq(lo),
-            c_hi.eq(hi),
-            c_hi_wins.eq((cfg.activation == Activation.CLAMP) & (cfg.clamp_max < cfg.zero_point)),
+            c_lo_n.eq(lo_n),
+            c_hi_n.eq(~hi),
+            c_hi_wins.eq((cfg.activation == Activation.CLAMP) &
+                         (cfg.clamp_max + lo_n + 1)[-1]),               # clamp_max - lo < 0
         ]
 
         # The step flags, a cycle ahead.
@@ -270,8 +276,8 @@ class SerialPostProcessor(wiring.Component):
             big = q_big | (q_res[0] & (q_bit ^ q_res[9]))
             q9 = q_res[1:].as_signed()
             m.d.sync += [
-                below.eq(Mux(big, q_bit, q9 < c_lo)),
-                above.eq(Mux(big, ~q_bit, q9 > c_hi)),
+                below.eq(Mux(big, q_bit, (q9 + c_lo_n + 1)[-1])),     # q - lo < 0
+                above.eq(Mux(big, ~q_bit, ~(q9 + c_hi_n)[-1])),       # q - hi - 1 >= 0
             ]
 
         with m.If(wl):
@@ -284,7 +290,7 @@ class SerialPostProcessor(wiring.Component):
                 with m.Case(Phase.WL):
                     # The previous column's byte enters the output row (at a row's first WL,
                     # a byte that the row's own bytes push out); the next column is loaded.
-                    byte = Mux(above | c_hi_wins, c_hi, Mux(below, c_lo, q_res[1:9]))
+                    byte = Mux(above | c_hi_wins, ~c_hi_n, Mux(below, ~c_lo_n, q_res[1:9]))
                     m.d.sync += o_data.eq(Cat(o_data.as_value()[8:], byte))
                     with m.If(w_final):
                         m.d.sync += [w_final.eq(0), w_busy.eq(0), o_valid.eq(1)]
