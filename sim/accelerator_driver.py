@@ -69,9 +69,9 @@ def run_accelerator(program, geometry=Geometry(), *, response_length=None, idle=
     if max_cycles is None:
         max_cycles = 64 * len(program) + 8 * (response_length or 0) + 4096
         if dut.serial_ppu:
-            # An ACTIVATE row takes up to 66 cycles a column (SerialPostProcessor.row_cycles),
+            # An ACTIVATE row takes up to 75 cycles a column (SerialPostProcessor.row_cycles),
             # and an 8-byte ACTIVATE word can ask for several rows.
-            max_cycles += 67 * dut.geometry.cols * len(program)
+            max_cycles += 76 * dut.geometry.cols * len(program)
     if not 0 <= idle < 1 or not 0 <= stall < 1:
         raise ValueError("idle and stall are probabilities below 1")
     rng = random.Random(seed)

@@ -1,9 +1,11 @@
+import json
 import random
 
 import numpy as np
 import pytest
 from amaranth.hdl import Fragment
 
+from boards.logic_depth import logic_depth
 from rtl.ppu import Activation, PostProcessor
 from rtl.serial_ppu import SerialPostProcessor
 from rtl.verilog import emit_verilog
@@ -142,6 +144,29 @@ def test_saturating_product(shift, zero_point, activation, clamp_max, out):
     assert results == expected
     assert results[0][0] == [out, out]
     assert golden.srdhm(INT32_MIN, INT32_MIN) == INT32_MAX
+
+
+@pytest.mark.parametrize("multiplier", [INT32_MIN, INT32_MAX, -1, 1, INT32_MIN + 1])
+def test_carry_save_extremes(multiplier):
+    # The carry-save vectors' width (34 bits) and the sign bit's -4 M = (~M << 2) + 4: the
+    # largest products of either sign (x and M both INT32_MIN, both INT32_MAX, INT32_MIN with
+    # INT32_MAX or -1), with shifts 0 (y itself, saturated to the int8 range, or through
+    # zero points at both ends) to 31, every x sign, and a rounding bit of either value.
+    xs = [INT32_MIN, INT32_MIN + 1, INT32_MAX, INT32_MAX - 1, -2, -1, 0, 1, 2, 2**30, -2**30]
+    batches = []
+    for shift in (0, 1, 2, 15, 29, 30, 31):
+        for zero_point in (-128, 0, 127):
+            config = {"bias": [0, INT32_MIN], "multiplier": multiplier, "shift": shift,
+                      "zero_point": zero_point, "activation": Activation.NONE, "clamp_max": 0}
+            acc = np.array([[x, (x - 2 * INT32_MIN) % 2**32 + INT32_MIN] for x in xs])
+            batches.append((config, acc))          # the same x in both columns
+    results, expected = run_serial(2, batches)
+    assert results == expected
+    assert all(row[0] == row[1] for row, _ in results)
+    ys = golden.srdhm(np.array(xs), multiplier)
+    assert abs(multiplier) == 1 or (ys.min() < -2**30 and ys.max() > 2**30)
+    values = {v for row, _ in results for v in row}
+    assert {-128, 127} <= values
 
 
 def test_rounding_boundaries():
@@ -346,3 +371,12 @@ def test_ice40_area(tmp_path):
     print(f"iCE40 SB_LUT4, flip-flops, SB_MAC16: serial {serial}, PostProcessor {parallel}")
     assert serial[0] < parallel[0] / 2 and serial[1] < parallel[1] / 2
     assert serial[2] == 0 and parallel[2] > 0
+
+
+def test_ice40_logic_depth(tmp_path):
+    # Its purpose on the UP5K: no path deeper than a LUT, a 32-bit carry chain and a LUT (the
+    # load of x), about 20 ns there, so that the unit does not limit the clock below 48 MHz.
+    synthesize(SerialPostProcessor(2), "ice40", tmp_path, options="-dsp")
+    depth = logic_depth(json.loads((tmp_path / "top.json").read_text()), "ice40")
+    print(f"iCE40 logic depth: {depth.max_levels:.1f} levels")
+    assert depth.max_levels <= 5.5
