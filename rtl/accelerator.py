@@ -63,8 +63,8 @@ class Accelerator(wiring.Component):
     serial_ppu : bool
         Build the bit-serial :class:`rtl.serial_ppu.SerialPostProcessor` instead of the
         pipelined PPU (default False): under half the logic and no DSP block, but ACTIVATE then
-        takes ``C * max(67, 44 + shift) + 1`` cycles a row (``row_cycles``); for FPGAs whose host link
-        is far slower than that anyway. ``ppu_lanes`` must then be None. Programs compute the
+        takes ``C * max(67, 44 + shift) + 1`` cycles a row (``row_cycles``); for FPGAs whose
+        host link is far slower than that anyway. ``ppu_lanes`` must then be None. Programs compute the
         same either way.
 
     Members

@@ -11,11 +11,9 @@ __all__ = ["SerialPostProcessor"]
 
 #: Width of the carry-save vectors: 4 * multiplier needs 34 bits (see the class docstring).
 WIDTH = 34
-#: The working register's value when a column starts: the nudge, 2**30 of the product, which
-#: the multiplicand's scale of 4 and the 32 right shifts turn into 2**32.
+#: s_vec's value when a column starts: the nudge, 2**30 of the product, which the
+#: multiplicand's scale of 4 and the 32 right shifts turn into 2**32.
 NUDGE = 1 << 32
-
-
 #: The first step from which q's top bit may leave: bit 32 - shift of q, its sign for shifts up
 #: to 23, leaves at step 66 (shift + 34 + 32 - shift).
 LATE = 66
@@ -37,53 +35,81 @@ class SerialPostProcessor(wiring.Component):
     The same arithmetic as :class:`rtl.ppu.PostProcessor` (bit-exact with
     :mod:`sim.golden.ppu`), the same ports and the same ``cfg`` contract, for FPGAs where the
     PPU's throughput does not matter but its area does (the iCEBreaker, whose UART brings a
-    byte every hundred cycles). There is no multiplier: one 35-bit adder and its register
-    ``w_acc`` do everything, over ``35 + shift`` cycles a column:
+    byte every hundred cycles). There is no multiplier and no wide multiplexer, and no carry
+    propagates in the loop that multiplies: the only long carry chain is the one 32-bit adder
+    that makes ``x``, with a LUT before and one after it (for C up to 2; on the UP5K about
+    5 LUT levels, 48 MHz). Each column takes ``max(67, 44 + shift)`` cycles:
 
-    ``MUL`` (32 cycles)
-        ``x = acc + bias`` is never formed whole: a one-bit full adder (carry in ``x_carry``)
-        makes its bit ``i`` from the two bits picked out of the payload and ``cfg.bias``, LSB
-        first, a cycle before it is used (into ``x_bit``, so that the multiplexers do not lie
-        in series with the adder); the wrap modulo 2**32 comes for free. Each cycle adds
-        ``x_i * 4 * multiplier`` to ``w_acc`` (the last one, with the sign bit's weight
-        ``-2**31``, subtracts it) and shifts it right by one. ``w_acc`` starts at 2**32, so
-        after 32 cycles it holds ``floor((4 x M + 2**32) / 2**32) = floor((x M + 2**30) /
-        2**30)``: SaturatingRoundingDoublingHighMul's ``y``, as ``floor((x M + 2**30) /
-        2**31)`` equals its nudged, truncated division, with one more (fraction) bit below it.
-        The scale of 4 keeps that bit, so that every later step can shift too (the register
-        needs no multiplexer between shifting and not). The partial sums stay within
-        ``(-2**34, 2**34)``. INT32_MIN * INT32_MIN gives ``y = 2**31`` without saturation,
-        which rounds and clamps exactly as INT32_MAX does.
-    ``POT`` (``shift + 1`` cycles)
-        Shifts right one bit a cycle: the first drops the fraction bit, the next ``shift``
-        the bits of ``y`` that RoundingDivideByPOT divides away. Its rounding increment is a
-        bit test: the last bit dropped is set and ``y`` is not negative or a bit dropped
-        before it (``w_sticky``) is set. The last cycle adds ``2 * zero_point`` and, as the
-        carry in, that increment (the bit it joins is set whenever the increment is 1), so
-        ``w_acc`` ends at ``q = z + zero_point``, exact on 35 bits.
-    ``LO``, ``HI`` (one cycle each)
-        The adder compares ``q`` with ``lo`` and then with ``hi`` (its sign bit; ``w_acc``
-        holds still). ``LO`` writes ``max(q, lo)`` into the column's byte of ``o_data``,
-        ``HI`` overwrites it with ``hi`` if ``q > hi`` or ``lo > hi`` (the upper bound wins).
-        (The bytes enter ``o_data`` at the top and move down one per column.)
+    ``WL`` (1 cycle, step 0)
+        Writes the previous column's byte into ``o_data`` and loads ``x_sr`` with
+        ``x = acc + bias`` of column ``w_col`` (a 32-bit add; the wrap modulo 2**32 is free).
+        The adder's operands are 0 outside ``WL`` and ``x_sr`` is 0 in ``WL`` (a column
+        shifts it 32 times; it is cleared while the unit is idle and at a row's end), so
+        ``x_sr`` takes the sum OR itself shifted, with no multiplexer behind the adder.
+        ``s_vec`` and ``c_vec`` are reset (the flip-flops' own reset).
+    ``MUL`` (32 cycles, steps 1 to 32)
+        ``x_sr`` shifts right, so bit ``i`` of x is ``x_sr[0]`` in step ``i + 1``. The running
+        value ``V = s_vec + c_vec`` is kept in carry-save form, two 34-bit vectors read as
+        signed, starting at the nudge, ``s_vec = 2**32``. Each cycle adds the addend ``a =
+        x_i * 4 * multiplier`` with a 3:2 compressor, bit by bit (``sum = s ^ c ^ a``,
+        ``carry = majority(s, c, a)``), so that ``s + c + a = sum + 2 * carry`` exactly, even
+        at the top bits, whose weights are negative in all five vectors; then halves it:
+        ``s_vec`` takes ``sum >> 1`` (arithmetic) and ``c_vec`` the carries, and sum's bit 0,
+        final as nothing is added below it any more, leaves (``bit``). The value is exact for
+        any width that holds the addends and the nudge, so 34 bits do (4 M lies in
+        ``[-2**33, 2**33)``); V itself never needs more than 35. x's sign bit weighs
+        ``-2**31``: its cycle adds ``~M << 2`` instead of ``4 M`` (``M ^ f_sign``, no adder),
+        and the missing 4 (as ``-4 M = (~M << 2) + 4``), 2**33 in step 31's units, goes in
+        as bit 1 of the next (``POT``'s first) cycle's addend, which is otherwise 0. After
+        the 32 cycles ``V = floor((4 x M + 2**32) / 2**32) = floor((x M + 2**30) / 2**30)``:
+        SaturatingRoundingDoublingHighMul's ``y`` with one fraction bit below it
+        (``floor((x M + 2**30) / 2**31)`` equals its nudged, truncated division).
+        INT32_MIN * INT32_MIN gives ``y = 2**31`` without saturation, which rounds and clamps
+        exactly as INT32_MAX does.
+    ``POT`` (``shift + 1`` cycles, steps 33 to 33 + shift)
+        The same step with ``a = 0``: the first cycle drops the fraction bit, the next
+        ``shift`` the bits of ``y`` that RoundingDivideByPOT divides away, so ``V = y >>
+        shift`` after them. Its rounding increment is a bit test: the last bit dropped is set
+        and ``y`` is not negative or a bit dropped before it (``sticky``) is set. ``y``'s sign
+        is taken as the product's, ``x_sign ^ M``'s sign bit: they differ only where ``x M``
+        is 0 or in ``[-2**30, 0)``, where ``y = 0``, whose dropped bits are all 0 and never
+        round. The increment is kept in ``q_carry``.
+    ``OUT`` (``max(33 - shift, 10)`` cycles, steps 34 + shift to ``max(66, 43 + shift)``)
+        Still the same step with ``a = 0``: the bits of V leave LSB first, resolved (the
+        bottom of the carry-save pair is a serial adder, ``c_vec[0]`` its carry), and a
+        one-bit adder adds ``zero_point`` (``zp_sr``, shifted out with sign extension) and
+        the increment (``q_carry``'s initial value) to them: ``q = z + zero_point + round``,
+        exact, LSB first. ``q_res`` collects q's bits 0 to 8 above a sentinel bit, which
+        stops it when it reaches bit 0; every later bit is compared with bit 8 (``q_big``: q
+        lies outside -256 .. 255). q needs ``33 - shift`` bits for shifts up to 23 (``|y| <=
+        2**31``) and 10 above, hence the length; ``f_late`` (step 66 on) and the sentinel end
+        the phase. Every ``OUT`` cycle registers the clamp's compares (``below``: q < lo,
+        ``above``: q > hi), 9-bit adds of ``q_res`` and the registered, inverted bounds, or
+        q's sign when ``q_big``; the last cycle's are the column's.
 
-    ``HI`` also resets ``w_acc`` to 2**32 and reads bit 0 of the next column: it is the
-    first cycle of every column but the first, whose first cycle is a row's own ``HI`` (the
-    idle unit waits in ``HI``), hence ``C * (35 + shift) + 1`` cycles a row. The row is read
+    ``WL`` is also the next column's first cycle, and the idle unit waits in it: the byte it
+    writes is ``hi`` if ``above`` or ``lo > hi`` (the upper bound wins), else ``lo`` if
+    ``below``, else q's low byte; it enters ``o_data`` at the top and the bytes move down one
+    per column (a row's first ``WL`` writes a byte that its own ones push out). A row takes
+    ``C * max(67, 44 + shift) + 1`` cycles, the last ``WL`` presenting it. The row is read
     from ``i.payload`` while it waits (the stream rules keep it stable while ``i.valid`` is
-    high), so there is no input register: ``i.ready`` rises in the cycle that reads the last
-    column's bit 31 (the next-to-last ``MUL`` cycle), and its ``last`` flag is kept in
-    ``o_last``. When the last column is done the row is presented on
-    ``o`` until it is taken; the next row starts only once the output row is free (in the
-    cycle it is taken, at the earliest), so rows do not overlap. A row offered to an idle unit
-    starts in the cycle ``i.valid`` rises and is presented ``row_cycles(shift)`` cycles later;
-    with an input always valid and an output always ready, one row leaves every
-    ``row_cycles(shift)`` cycles.
+    high), so there is no input register: ``i.ready`` rises in the cycle that loads the last
+    column (its ``WL``), and its ``last`` flag is kept in ``o_last``. When the last column is
+    done the row is presented on ``o`` until it is taken; the next row starts only once the
+    output row is free (in the cycle it is taken, at the earliest), so rows do not overlap. A
+    row offered to an idle unit starts in the cycle ``i.valid`` rises and is presented
+    ``row_cycles(shift)`` cycles later; with an input always valid and an output always ready,
+    one row leaves every ``row_cycles(shift)`` cycles.
+
+    The flags that the datapath reads (``f_sign``, ``f_frac``, ``f_round``, ``f_late``) are
+    decoded from the step counter a cycle ahead, and ``w_wl`` is a flip-flop of its own, so
+    that no comparator lies in front of the adders.
 
     ``cfg`` must stay stable from the cycle in which the first row of a layer is offered on
     ``i`` (it may change in that very cycle) until the last row of the layer has left on
     ``o``, as for :class:`rtl.ppu.PostProcessor`: every field is read while a row is in
-    flight.
+    flight. The bounds (``c_lo_n``, ``c_hi_n``, kept inverted as the compares need them) and
+    ``c_hi_wins`` follow it a cycle late, and are used from step 34 on.
 
     Parameters
     ----------
@@ -93,8 +119,8 @@ class SerialPostProcessor(wiring.Component):
     Members
     -------
     i : In(stream.Signature(AccumulatorRow(cols)))
-        Accumulator rows; each is read while it waits, and taken in its last column's last
-        multiply cycle.
+        Accumulator rows; each is read while it waits, and taken when its last column is
+        loaded.
     o : Out(stream.Signature(QuantizedRow(cols)))
         Output rows, in order, each held until taken.
     cfg : In(PostProcessorConfig(cols))
@@ -115,8 +141,8 @@ class SerialPostProcessor(wiring.Component):
 
     @staticmethod
     def column_cycles(shift):
-        """Cycles one column takes with ``cfg.shift == shift``: 32 to multiply, ``shift + 1`` to
-        shift, 2 to clamp."""
+        """Cycles one column takes with ``cfg.shift == shift``: 1 to load, 32 to multiply,
+        ``shift + 1`` to divide, ``max(33 - shift, 10)`` to add the zero point and compare."""
         if not isinstance(shift, int) or isinstance(shift, bool):
             raise TypeError(f"Shift must be an integer, not {shift!r}")
         if not 0 <= shift <= 31:
@@ -124,7 +150,7 @@ class SerialPostProcessor(wiring.Component):
         return max(LATE + 1, shift + 44)
 
     def row_cycles(self, shift):
-        """Cycles a row takes with ``cfg.shift == shift``: ``C * (35 + shift) + 1``.
+        """Cycles a row takes with ``cfg.shift == shift``: ``C * max(67, 44 + shift) + 1``.
 
         From the cycle in which a row starts (the one in which ``i.valid`` rises, if the unit
         is idle) to the one in which it is presented on ``o``; and the interval between rows at
@@ -139,21 +165,23 @@ class SerialPostProcessor(wiring.Component):
         multiplier = cfg.multiplier
 
         # Sequencing: the row in progress, the column loaded next, the phase and the cycle of
-        # the column (WL is step 0). Flags decoded from w_step a cycle ahead, so that no
-        # comparator lies in front of the datapath.
+        # the column (WL is step 0: it sets w_step to 1 for the first MUL cycle; the longest
+        # column, shift 31, ends in step 74). Flags decoded from w_step a cycle ahead, so
+        # that no comparator lies in front of the datapath.
         w_busy  = Signal()
         w_col   = Signal(range(cols))
         w_final = Signal()                      # w_col has wrapped: the row's last column
         w_phase = Signal(Phase, init=Phase.WL)
         w_wl    = Signal(init=1)                # w_phase == WL, as a flip-flop of its own
-        w_step  = Signal(range(LATE + 45))
+        w_step  = Signal(range(76))
         f_sign  = Signal()                      # step 32: x's sign bit, weight -2**31
         f_frac  = Signal()                      # step 33: the fraction bit leaves
         f_round = Signal()                      # step 33 + shift: the rounding bit leaves
         f_late  = Signal()                      # step LATE or later
 
-        # Datapath: x, shifted out LSB first; the carry-save pair; RoundingDivideByPOT's
-        # sign and sticky bit; the serial adder of q = z + zero_point + round; q's low bits.
+        # Datapath: x, shifted out LSB first; the carry-save pair; x's sign bit (for -4 M and
+        # y's sign) and RoundingDivideByPOT's sticky bit; the serial adder of q = z +
+        # zero_point + round; q's low bits; the clamp's compares.
         x_sr    = Signal(32)
         s_vec   = Signal(WIDTH, init=NUDGE)
         c_vec   = Signal(WIDTH)
@@ -164,7 +192,7 @@ class SerialPostProcessor(wiring.Component):
         q_res   = Signal(10, init=SENTINEL)     # q's bits 0 to 8 above a sentinel bit
         q_big   = Signal()                      # a bit of q above bit 8 differs from bit 8
         below   = Signal()                      # q < lo
-        above   = Signal()                      # q > hi, or lo > hi
+        above   = Signal()                      # q > hi
 
         # The output row: each column's byte enters at the top and moves down a byte per
         # column, so after C columns byte j holds column j.
