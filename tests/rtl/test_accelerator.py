@@ -197,7 +197,7 @@ def test_random_programs_ppu_lanes(name, lanes, seed, idle, stall):
     ("3x2", 5, 0.1, 0.5, False),     # the iCEBreaker's configuration, but smaller
 ])
 def test_random_programs_serial_ppu(name, seed, idle, stall, timing_registers):
-    # The bit-serial PPU takes C * (35 + shift) + 1 cycles a row, and holds its output row
+    # The bit-serial PPU takes C * max(67, 44 + shift) + 1 cycles a row, and holds its output row
     # until the unified buffer's write takes it: ACTIVATE's stream waits for it, and nothing
     # changes in what programs compute.
     g = GEOMETRIES[name]
