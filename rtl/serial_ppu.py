@@ -35,20 +35,22 @@ class SerialPostProcessor(wiring.Component):
     The same arithmetic as :class:`rtl.ppu.PostProcessor` (bit-exact with
     :mod:`sim.golden.ppu`), the same ports and the same ``cfg`` contract, for FPGAs where the
     PPU's throughput does not matter but its area does (the iCEBreaker, whose UART brings a
-    byte every hundred cycles). There is no multiplier and no wide multiplexer, and no carry
-    propagates in the loop that multiplies: the only long carry chain is the one 32-bit adder
-    that makes ``x``, with a LUT before and one after it (for C up to 2; on the UP5K about
-    5 LUT levels, 48 MHz). Each column takes ``max(67, 44 + shift)`` cycles:
+    byte every hundred cycles). There is no multiplier, no wide multiplexer and no long
+    carry chain: x is added bit-serially, the multiply keeps its sum in carry-save form, and
+    the only adders are the clamp's 9-bit compares. Each column takes ``max(67, 44 + shift)``
+    cycles:
 
     ``WL`` (1 cycle, step 0)
-        Writes the previous column's byte into ``o_data`` and loads ``x_sr`` with
-        ``x = acc + bias`` of column ``w_col`` (a 32-bit add; the wrap modulo 2**32 is free).
-        The adder's operands are 0 outside ``WL`` and ``x_sr`` is 0 in ``WL`` (a column
-        shifts it 32 times; it is cleared while the unit is idle and at a row's end), so
-        ``x_sr`` takes the sum OR itself shifted, with no multiplexer behind the adder.
+        Writes the previous column's byte into ``o_data`` and loads ``acc_sr`` and
+        ``bias_sr`` with column ``w_col``'s accumulator and bias. ``x = acc + bias`` is never
+        formed whole: a one-bit full adder (carry ``x_carry``) makes its bits from the two
+        registers' bottom bits as they shift out, LSB first, so the wrap modulo 2**32 is free
+        and no carry chain follows the accumulator memory's read port (a 32-bit add there
+        was the iCEBreaker's critical path, 30.7 ns).
         ``s_vec`` and ``c_vec`` are reset (the flip-flops' own reset).
     ``MUL`` (32 cycles, steps 1 to 32)
-        ``x_sr`` shifts right, so bit ``i`` of x is ``x_sr[0]`` in step ``i + 1``. The running
+        ``acc_sr`` and ``bias_sr`` shift right, so bit ``i`` of x is ``x_bit`` in step ``i + 1``.
+        The running
         value ``V = s_vec + c_vec`` is kept in carry-save form, two 34-bit vectors read as
         signed, starting at the nudge, ``s_vec = 2**32``. Each cycle adds the addend ``a =
         x_i * 4 * multiplier`` with a 3:2 compressor, bit by bit (``sum = s ^ c ^ a``,
@@ -182,7 +184,9 @@ class SerialPostProcessor(wiring.Component):
         # Datapath: x, shifted out LSB first; the carry-save pair; x's sign bit (for -4 M and
         # y's sign) and RoundingDivideByPOT's sticky bit; the serial adder of q = z +
         # zero_point + round; q's low bits; the clamp's compares.
-        x_sr    = Signal(32)
+        acc_sr  = Signal(32)
+        bias_sr = Signal(32)
+        x_carry = Signal()
         s_vec   = Signal(WIDTH, init=NUDGE)
         c_vec   = Signal(WIDTH)
         x_sign  = Signal()
@@ -250,6 +254,9 @@ class SerialPostProcessor(wiring.Component):
             f_late.eq(~wl & (f_late | (w_step == LATE - 1))),
         ]
 
+        # x's next bit, from the bottom bits of acc_sr and bias_sr and the carry of those below.
+        x_bit = acc_sr[0] ^ bias_sr[0] ^ x_carry
+
         # The carry-save step: s + c + a = sum + 2 * carry, bit by bit (a 3:2 compressor), then
         # a right shift: sum's bit 0 leaves, final; s takes sum's other bits, c the carries.
         bit = s_vec[0] ^ c_vec[0]                       # a's bit 0 is always 0
@@ -257,7 +264,7 @@ class SerialPostProcessor(wiring.Component):
         m.d.comb += addend.eq(Cat(
             Const(0, 1),
             f_frac & x_sign,                            # -4 M = (~M << 2) + 4: the + 4
-            Mux(x_sr[0], multiplier ^ f_sign.replicate(32), 0)))    # 4 M, or ~M << 2
+            Mux(x_bit, multiplier ^ f_sign.replicate(32), 0)))    # 4 M, or ~M << 2
         total = s_vec ^ c_vec ^ addend
         carry = (s_vec & c_vec) | (s_vec & addend) | (c_vec & addend)
         with m.If(wl):
@@ -265,20 +272,26 @@ class SerialPostProcessor(wiring.Component):
         with m.Else():
             m.d.sync += [s_vec.eq(total.as_signed() >> 1), c_vec.eq(carry)]
 
-        # x = acc + bias of the column, loaded in WL and shifted out. No multiplexer between
-        # the adder and x_sr: the operands are 0 outside WL, and x_sr is 0 in WL (after a
-        # column's 32 shifts, or cleared), so one OR makes both.
-        acc_op = Mux(wl, self.i.payload.data[w_col], 0)
-        bias_op = Mux(wl, cfg.bias[w_col], 0)
-        with m.If(~run | (wl & w_final)):
-            m.d.sync += x_sr.eq(0)
+        # The column's operands, loaded in WL and shifted out, one bit of x a cycle.
+        with m.If(wl):
+            m.d.sync += [
+                acc_sr.eq(self.i.payload.data[w_col]),
+                bias_sr.eq(cfg.bias[w_col]),
+                x_carry.eq(0),
+            ]
         with m.Else():
-            m.d.sync += x_sr.eq((acc_op + bias_op)[:32] | (x_sr >> 1))
+            m.d.sync += [
+                acc_sr.eq(acc_sr >> 1),
+                bias_sr.eq(bias_sr >> 1),
+                # Dropped after bit 31 (the wrap), so that x_bit is 0 once x is out.
+                x_carry.eq(~f_sign & ((acc_sr[0] & bias_sr[0]) |
+                                      (x_carry & (acc_sr[0] ^ bias_sr[0])))),
+            ]
 
         # RoundingDivideByPOT: the sticky bit collects y's bits below the rounding bit; y's
         # sign is taken as the product's (they differ only where y = 0, which never rounds).
         with m.If(f_sign):
-            m.d.sync += x_sign.eq(x_sr[0])
+            m.d.sync += x_sign.eq(x_bit)
         with m.If(w_phase == Phase.POT):
             m.d.sync += sticky.eq((sticky | bit) & ~f_frac)
         negative = x_sign ^ multiplier[31]
