@@ -402,7 +402,7 @@ def _yosys_name(module, cell):
     return f"{module}/{cell}"
 
 
-def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
+def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None, serial_ppu=None,
           max_payload=MAX_PAYLOAD, out=None, seed=None, dsp_budget=None, progress=print):
     """Build ``board``'s bitstream into ``out``; return the report (also written there).
 
@@ -413,7 +413,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
         Default: the board's.
     clock : float or None
         Accelerator clock in Hz (default: the board's); the PLL makes the nearest it can.
-    baud, ppu_lanes, max_payload
+    baud, ppu_lanes, serial_ppu, max_payload
         As :class:`boards.top.BoardTop`.
     out : path or None
         Output folder (default ``build/<board>-<R>x<C>``); created if needed.
@@ -439,7 +439,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None,
     if seed is None:
         seed = board.seed
     top = BoardTop(board, geometry, clock=clock, baud=baud, max_payload=max_payload,
-                   ppu_lanes=ppu_lanes)
+                   ppu_lanes=ppu_lanes, serial_ppu=serial_ppu)
     g = top.geometry
     out = Path(out) if out is not None else Path("build") / f"{board.name}-{g.rows}x{g.cols}"
     out.mkdir(parents=True, exist_ok=True)
@@ -620,6 +620,7 @@ def _report(board, top, out, family, bitstream, **extra):
         "geometry": {"rows": g.rows, "cols": g.cols, "ub_depth": g.ub_depth,
                      "wm_depth": g.wm_depth, "acc_depth": g.acc_depth},
         "ppu_lanes": top.ppu_lanes,
+        "serial_ppu": top.serial_ppu,
         "baud": top.baud,
         "max_payload": top.max_payload,
         "logic": logic,
@@ -701,10 +702,11 @@ def _multipliers_line(multipliers):
 
 def report_markdown(report):
     """The report as a Markdown table (``report.md``)."""
+    ppu = ("serial PPU" if report.get("serial_ppu") else f"PPU lanes: {report['ppu_lanes']}")
     rows = [
         ("board", f"{report['title']} (`{report['board']}`)"),
         ("device", report["device"]),
-        ("array", f"{report['rows']} x {report['cols']} (PPU lanes: {report['ppu_lanes']})"),
+        ("array", f"{report['rows']} x {report['cols']} ({ppu})"),
         ("memories (rows)", "UB {ub_depth}, WM {wm_depth}, ACC {acc_depth}".format(
             **report["geometry"])),
         ("logic cells / LUTs", _fraction(report["logic"])),

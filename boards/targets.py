@@ -37,11 +37,15 @@ class Board:
     geometry : firmware.isa.Geometry
         Default accelerator size and memory depths.
     ppu_lanes : int or None
-        Default PPU lanes (None: one per column).
+        Default PPU lanes (None: one per column); unused with ``serial_ppu``.
     baud : int
         Default UART rate: what the board's USB-UART carries reliably.
     counter_bits : int
         Width of the performance counters (narrower on the smallest FPGA).
+    serial_ppu : bool
+        Build the bit-serial PPU (:class:`rtl.serial_ppu.SerialPostProcessor`): a fraction of
+        the pipelined PPU's logic, for the FPGA that is full, where ACTIVATE's speed does not
+        matter next to the UART's.
     timing_registers : bool
         The accelerator's registers that only shorten paths
         (:class:`rtl.accelerator.Accelerator`): faster, but the smallest FPGA has no room for
@@ -80,6 +84,7 @@ class Board:
     extra_resources: str = None
     dsp_budget: int = None
     timing_registers: bool = True
+    serial_ppu: bool = False
     seed: int = 1
 
     def make_platform(self, *, get_multiplier=None, get_ppu_multiplier=None):
@@ -116,11 +121,11 @@ BOARDS = {board.name: board for board in [
         device="iCE40UP5K-SG48", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
         pll="ICE40PLL", clock=30e6,
         geometry=Geometry(rows=2, cols=2, ub_depth=512, wm_depth=256, acc_depth=256),
-        ppu_lanes=1, baud=3_000_000, counter_bits=32,
+        ppu_lanes=None, baud=3_000_000, counter_bits=32,
         lights={"alive": ("led", 1), "error": ("led", 0), "ok": ("led", 3), "busy": ("led", 2)},
         nextpnr=("--up5k", "--package", "sg48"),
         programmer=("iceprog", "-S"), flasher=("iceprog",),
-        extra_resources="break_off_pmod", timing_registers=False,
+        extra_resources="break_off_pmod", timing_registers=False, serial_ppu=True,
     ),
     Board(
         name="ulx3s-85f", title="Radiona ULX3S (85F)", family="ecp5",

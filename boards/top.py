@@ -30,9 +30,12 @@ class BoardTop(Elaboratable):
         can (within 1 %); :attr:`clock` is what it makes.
     baud, max_payload, ppu_lanes
         As :class:`~rtl.serial_accelerator.SerialAccelerator` (defaults: the board's).
+    serial_ppu : bool or None
+        Build the bit-serial PPU. Default: the board's choice, unless ``ppu_lanes`` is given,
+        which asks for the pipelined PPU with that many lanes.
     """
     def __init__(self, board, geometry=None, *, clock=None, baud=None, max_payload=MAX_PAYLOAD,
-                 ppu_lanes=None):
+                 ppu_lanes=None, serial_ppu=None):
         if not isinstance(board, Board):
             self._MustUse__silence = True
             raise TypeError(f"board must be a boards.targets.Board, not {board!r}")
@@ -43,7 +46,12 @@ class BoardTop(Elaboratable):
         self.board = board
         self.geometry = geometry
         self.baud = board.baud if baud is None else baud
-        self.ppu_lanes = board.ppu_lanes if ppu_lanes is None else ppu_lanes
+        if serial_ppu is None:
+            serial_ppu = board.serial_ppu and ppu_lanes is None
+        self.serial_ppu = serial_ppu
+        if ppu_lanes is None and not serial_ppu:
+            ppu_lanes = board.ppu_lanes
+        self.ppu_lanes = ppu_lanes
         self.max_payload = max_payload
         f_osc = board.make_platform().default_clk_frequency
         try:
@@ -54,7 +62,8 @@ class BoardTop(Elaboratable):
             self.core = SerialAccelerator(geometry, clk_freq=self.clock, baud=self.baud,
                                           max_payload=max_payload, ppu_lanes=self.ppu_lanes,
                                           counter_bits=board.counter_bits,
-                                          timing_registers=board.timing_registers)
+                                          timing_registers=board.timing_registers,
+                                          serial_ppu=serial_ppu)
         except Exception:
             self._MustUse__silence = True
             if hasattr(self, "pll"):

@@ -509,7 +509,8 @@ def _parser():
                                    "makes it within 1 %%")
     build_parser.add_argument("--baud", metavar="N", help="UART rate (default: the board's)")
     build_parser.add_argument("--ppu-lanes", metavar="N",
-                              help="PPU lanes (default: the board's)")
+                              help="lanes of the pipelined PPU (default: the board's PPU, "
+                                   "the bit-serial one on the iCEBreaker)")
     build_parser.add_argument("--ub-depth", metavar="N",
                               help="unified buffer rows (default: the board's)")
     build_parser.add_argument("--wm-depth", metavar="N",

@@ -196,6 +196,8 @@ def test_report_markdown_has_every_field():
     assert rows["board"] == "Radiona ULX3S (85F) (`ulx3s-85f`)"
     assert rows["device"] == "LFE5U-85F-6BG381C"
     assert rows["array"] == "16 x 8 (PPU lanes: 1)"
+    assert _table(report_markdown(_report(serial_ppu=True, ppu_lanes=None)))["array"] == \
+        "16 x 8 (serial PPU)"
     assert rows["memories (rows)"] == "UB 2048, WM 1024, ACC 1024"
     assert rows["logic cells / LUTs"] == "41234 / 83640 (49 %)"
     assert rows["flip-flops"] == "22222 / 83640 (27 %)"
@@ -477,10 +479,30 @@ def test_board_top_defaults():
         assert top.geometry == board.geometry and top.clock == board.clock
         assert top.baud == board.baud and top.ppu_lanes == board.ppu_lanes
         assert top.core.timing_registers == board.timing_registers
+        assert top.serial_ppu == top.core.serial_ppu == board.serial_ppu
     assert not BOARDS["icebreaker"].timing_registers      # no room for it on the UP5K
     top = BoardTop(BOARDS["icebreaker"], Geometry(rows=1, cols=1), clock=12e6)
     _silence(top)
     assert top.pll.bypassed and top.clock == 12e6
+
+
+def test_board_top_ppu_choice():
+    # The iCEBreaker builds the bit-serial PPU unless lanes are asked for, which mean the
+    # pipelined one; the other boards build the pipelined one.
+    ice, ulx3s = BOARDS["icebreaker"], BOARDS["ulx3s-85f"]
+    assert ice.serial_ppu and not ulx3s.serial_ppu
+    for board, kwargs, serial, lanes in [
+            (ice, {}, True, None),
+            (ice, {"ppu_lanes": 1}, False, 1),
+            (ice, {"serial_ppu": False}, False, None),
+            (ulx3s, {}, False, 1),
+            (ulx3s, {"serial_ppu": True}, True, None)]:
+        top = BoardTop(board, Geometry(rows=2, cols=2), **kwargs)
+        _silence(top)
+        assert (top.serial_ppu, top.ppu_lanes) == (serial, lanes), (board.name, kwargs)
+        assert top.core.serial_ppu == serial
+    with pytest.raises(ValueError, match=r"ppu_lanes must be None with serial_ppu"):
+        BoardTop(ice, Geometry(rows=2, cols=2), ppu_lanes=1, serial_ppu=True)
 
 
 @pytest.mark.parametrize("args, kwargs, error, message", [
@@ -562,7 +584,9 @@ def _small_build(name, out):
     clock, _, dsp_budget = SMALL[name]
     lines = []
     start = time.monotonic()
-    report = build(board, geometry=_small_geometry(name), ppu_lanes=1, clock=clock, out=out,
+    # The board's own PPU: the bit-serial one where the board has it, else one lane.
+    report = build(board, geometry=_small_geometry(name),
+                   ppu_lanes=None if board.serial_ppu else 1, clock=clock, out=out,
                    dsp_budget=dsp_budget, progress=lines.append)
     seconds = time.monotonic() - start
     print(f"\n{board.name}: tiny build in {seconds:.1f} s "
@@ -593,7 +617,8 @@ def _check_report(small_build):
     assert (report["rows"], report["cols"]) == (rows, 1)
     assert report["geometry"] == {"rows": rows, "cols": 1, "ub_depth": 16, "wm_depth": 4,
                                   "acc_depth": 16}
-    assert report["ppu_lanes"] == 1 and report["baud"] == board.baud
+    assert report["serial_ppu"] == board.serial_ppu and report["baud"] == board.baud
+    assert report["ppu_lanes"] == (None if board.serial_ppu else 1)
     for resource in ("logic", "flip_flops", "dsp", "bram"):
         used, available = report[resource]["used"], report[resource]["available"]
         assert 0 <= used <= available, resource
