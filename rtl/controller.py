@@ -264,6 +264,12 @@ class MatmulUnit(wiring.Component):
     ----------
     geometry : firmware.isa.Geometry
         Array size and memory depths.
+    skid : bool
+        Pass the rows to ``x`` through a :class:`~rtl.skid.SkidBuffer` (default False), so
+        that the MXU's ``ready`` does not reach the read port's handshake: for a unified buffer
+        without its read buffer, whose ``ready`` follows the response's (the iCEBreaker's
+        critical path ran from the MXU's tile interlock through the port into the feeder's
+        enables). It costs two rows of flip-flops and a cycle of latency.
 
     Members
     -------
@@ -297,9 +303,13 @@ class MatmulUnit(wiring.Component):
     acc_w : Out(stream.Signature(AccumulatorWrite(C, acc_depth)))
         Accumulator writes.
     """
-    def __init__(self, geometry):
+    def __init__(self, geometry, *, skid=False):
         check_geometry(self, geometry)
+        if not isinstance(skid, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"skid must be a bool, not {skid!r}")
         self._geometry = g = geometry
+        self._skid = skid
         super().__init__({
             "start":      In(1),
             "command":    In(MatmulCommand(g)),
@@ -335,9 +345,20 @@ class MatmulUnit(wiring.Component):
         last_request = Signal(name="mm_req_last")      # req_left == 1
         queued_cmd   = Signal(MatmulCommand(g), name="mm_queued_command")
 
-        fire = self.ub_r_addr.valid & self.ub_r_addr.ready
+        # `fire` and `feed` are kept as nets of their own: otherwise synthesis merges the read
+        # port's handshake into each enable's logic, and on the iCEBreaker that made the
+        # feeder's registers 7 LUTs deep (its critical path).
+        fire = Signal(name="mm_fire", attrs={"keep": 1})
+        m.d.comb += fire.eq(self.ub_r_addr.valid & self.ub_r_addr.ready)
         next_addr = req_addr + 1
-        advance = ~active | (fire & last_request)      # the feeder takes its next command
+        # The feeder takes its next command (a queued one, or one starting now: `start` comes
+        # only while none is queued) when it is idle or its last request is accepted.
+        waiting = Signal(name="mm_waiting")
+        feed_next = Signal(name="mm_feed", attrs={"keep": 1})
+        m.d.comb += [
+            waiting.eq(self.queued | self.start),
+            feed_next.eq(waiting & (~active | (fire & last_request))),
+        ]
         m.d.comb += [
             self.feeding.eq(active | self.queued),
             self.queued_range.eq(queued_cmd.ub),
@@ -346,12 +367,19 @@ class MatmulUnit(wiring.Component):
             self.ub_r_addr.payload.last.eq(last_request),
             self.ub_r_addr.payload.tag.first.eq(req_first),
             self.ub_r_addr.payload.tag.signed.eq(is_signed),
-            self.x.valid.eq(self.ub_r_data.valid),
-            self.x.payload.data.eq(self.ub_r_data.payload.data),
-            self.x.payload.signed.eq(self.ub_r_data.payload.tag.signed),
-            self.x.payload.first.eq(self.ub_r_data.payload.tag.first),
-            self.x.payload.last.eq(self.ub_r_data.payload.last),
-            self.ub_r_data.ready.eq(self.x.ready),
+        ]
+        rows = self.x
+        if self._skid:
+            m.submodules.x_skid = x_skid = SkidBuffer(ActivationRow(g.rows))
+            connect(m, x_skid.o, flipped(self.x))
+            rows = x_skid.i
+        m.d.comb += [
+            rows.valid.eq(self.ub_r_data.valid),
+            rows.payload.data.eq(self.ub_r_data.payload.data),
+            rows.payload.signed.eq(self.ub_r_data.payload.tag.signed),
+            rows.payload.first.eq(self.ub_r_data.payload.tag.first),
+            rows.payload.last.eq(self.ub_r_data.payload.last),
+            self.ub_r_data.ready.eq(rows.ready),
         ]
         with m.If(fire):
             m.d.sync += [
@@ -372,11 +400,12 @@ class MatmulUnit(wiring.Component):
                 is_signed.eq(command.signed),
                 self.read_range.eq(command.ub),
             ]
-        with m.If(advance & self.queued):
-            feed(queued_cmd, queued_cmd.rows)
-            m.d.sync += self.queued.eq(0)
-        with m.Elif(advance & self.start):
-            feed(cmd, cmd.rows)
+        with m.If(feed_next):
+            with m.If(self.queued):
+                feed(queued_cmd, queued_cmd.rows)
+                m.d.sync += self.queued.eq(0)
+            with m.Else():
+                feed(cmd, cmd.rows)
         with m.Elif(self.start):
             m.d.sync += [queued_cmd.eq(cmd), self.queued.eq(1)]
 
@@ -842,7 +871,7 @@ class Controller(wiring.Component):
         m.submodules.sender   = tx = ResponseSender(g, counter_bits=self._counter_bits,
                                                 row_register=True)
         m.submodules.loader   = loader = WeightLoader(g)
-        m.submodules.matmul   = mm = MatmulUnit(g)
+        m.submodules.matmul   = mm = MatmulUnit(g, skid=self._read_latency == 1)
         m.submodules.activate = act = ActivateUnit(g, row_register=self._row_register)
         m.submodules.perf_counters = counters = PerformanceCounters(self._counter_bits)
 

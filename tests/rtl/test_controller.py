@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 from firmware.isa import (SYNC_WORD, Counter, ErrorCode, Flag, Geometry, Instruction, Opcode,
                           Response, Tag, ppu_config_bytes, unpack_ppu_config)
 from rtl.accelerator import Accelerator
-from rtl.controller import MATMUL_QUEUE, Controller, _exceeds, _share_read_port
+from rtl.controller import MATMUL_QUEUE, Controller, MatmulUnit, _exceeds, _share_read_port
 from rtl.counters import PerformanceCounters
 from rtl.host_link import (PayloadKind, PayloadReceiver, ResponseKind, ResponseSender)
 from rtl.unified_buffer import ReadRequest, ReadResponse, UnifiedBuffer
@@ -624,6 +624,22 @@ def test_controller_interface():
 def test_bad_range_register():
     with pytest.raises(TypeError, match="range_register must be a bool, not 1"):
         Controller(G23, range_register=1)
+
+
+def test_bad_matmul_skid():
+    with pytest.raises(TypeError, match="skid must be a bool, not 1"):
+        MatmulUnit(G23, skid=1)
+
+
+@pytest.mark.parametrize("latency, skid", [(1, True), (2, False), (3, False)])
+def test_matmul_skid_only_without_read_buffer(latency, skid):
+    # The MATMUL unit's skid buffer keeps the MXU's ready out of the read port's handshake,
+    # which only a port without its read buffer (read latency 1) lets through.
+    dut = Controller(G23, read_latency=latency)
+    fragment = Fragment.get(dut, None)
+    matmul = next(sub for sub, name, _ in fragment.subfragments if name == "matmul")
+    names = [name for _, name, _ in matmul.subfragments]
+    assert ("x_skid" in names) == skid
 
 
 @pytest.mark.parametrize("latency, error", [(0, ValueError), (4, ValueError), ("3", TypeError)])
