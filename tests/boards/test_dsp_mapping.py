@@ -291,16 +291,19 @@ def test_ecp5_netlist_matches_rtl(tmp_path, name):
               ["NO_INCLUDES"], static_cfg=name.startswith("ppu"))
 
 
-def test_ice40_accelerator_netlist_runs_programs(tmp_path):
-    """The whole accelerator as the iCEBreaker flow synthesizes it (2 x 2, one PPU lane, block
-    RAMs and SB_MAC16s), under the plain Verilog bench: a matmul and a dense layer through the
-    PPU, byte for byte against the ISA model."""
+@pytest.mark.parametrize("serial_ppu", [True, False])
+def test_ice40_accelerator_netlist_runs_programs(tmp_path, serial_ppu):
+    """The whole accelerator as the iCEBreaker flow synthesizes it (2 x 2, the bit-serial PPU
+    or one lane of the pipelined one, block RAMs and SB_MAC16s), under the plain Verilog bench:
+    a matmul and a dense layer through the PPU, byte for byte against the ISA model."""
     _require_iverilog()
     g = Geometry(rows=2, cols=2, ub_depth=64, wm_depth=32, acc_depth=32)
-    (tmp_path / "acc.v").write_text(accelerator_verilog(g, ppu_lanes=1,
-                                                        timing_registers=False))
+    (tmp_path / "acc.v").write_text(accelerator_verilog(
+        g, ppu_lanes=None if serial_ppu else 1, timing_registers=False, serial_ppu=serial_ppu))
     stat = _synthesize(tmp_path, "read_verilog acc.v", "puce_accelerator")
-    assert re.search(r"\b8\s+SB_MAC16", stat) and re.search(r"SB_RAM40_4K", stat), stat
+    # The array's four products, and the pipelined PPU's four partial products.
+    macs = 4 if serial_ppu else 8
+    assert re.search(rf"\b{macs}\s+SB_MAC16", stat) and re.search(r"SB_RAM40_4K", stat), stat
     netlist = ("`define NO_ICE40_DEFAULT_ASSIGNMENTS\n" + (tmp_path / "syn.v").read_text() +
                ICE40_CELLS.read_text())
 
