@@ -63,6 +63,7 @@ class BoardTop(Elaboratable):
                                           max_payload=max_payload, ppu_lanes=self.ppu_lanes,
                                           counter_bits=board.counter_bits,
                                           timing_registers=board.timing_registers,
+                                          range_register=board.range_register,
                                           serial_ppu=serial_ppu)
         except Exception:
             self._MustUse__silence = True

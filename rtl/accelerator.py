@@ -58,14 +58,18 @@ class Accelerator(wiring.Component):
         ``write_register`` (its writes, from the payload or ACTIVATE, registered on their way to
         its block RAMs; a read sees a write a cycle later) and the scoreboard's candidate
         ranges registered at decode (:class:`rtl.controller.Controller`'s
-        ``range_register``). The smallest FPGA has no room for them. Programs compute the same
-        either way.
+        ``range_register``, unless ``range_register`` says otherwise). The smallest FPGA has no
+        room for them. Programs compute the same either way.
+    range_register : bool or None
+        The scoreboard's candidate ranges registered at decode (about 60 flip-flops, for a
+        shorter path into the overlap checks) whatever ``timing_registers`` says; None (the
+        default) follows ``timing_registers``.
     serial_ppu : bool
         Build the bit-serial :class:`rtl.serial_ppu.SerialPostProcessor` instead of the
         pipelined PPU (default False): under half the logic and no DSP block, but ACTIVATE then
         takes ``C * max(67, 44 + shift) + 1`` cycles a row (``row_cycles``); for FPGAs whose
-        host link is far slower than that anyway. ``ppu_lanes`` must then be None. Programs compute the
-        same either way.
+        host link is far slower than that anyway. ``ppu_lanes`` must then be None. Programs
+        compute the same either way.
 
     Members
     -------
@@ -78,7 +82,7 @@ class Accelerator(wiring.Component):
         more bytes go in (:attr:`rtl.controller.Controller.idle`).
     """
     def __init__(self, geometry=Geometry(), *, ppu_lanes=None, counter_bits=COUNTER_BITS,
-                 timing_registers=True, serial_ppu=False):
+                 timing_registers=True, range_register=None, serial_ppu=False):
         if not isinstance(geometry, Geometry):
             self._MustUse__silence = True
             raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
@@ -99,6 +103,12 @@ class Accelerator(wiring.Component):
             raise TypeError(f"timing_registers must be a bool, not {timing_registers!r}")
         self._counter_bits = counter_bits
         self._timing_registers = timing_registers
+        if range_register is None:
+            range_register = timing_registers
+        if not isinstance(range_register, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"range_register must be a bool or None, not {range_register!r}")
+        self._range_register = range_register
         self._geometry = geometry
         self._ppu_lanes = ppu_lanes
         self._serial_ppu = serial_ppu
@@ -126,6 +136,11 @@ class Accelerator(wiring.Component):
     def timing_registers(self):
         return self._timing_registers
 
+    @property
+    def range_register(self):
+        """Whether the scoreboard's candidate ranges are registered at decode."""
+        return self._range_register
+
     def elaborate(self, platform):
         m = Module()
         g = self._geometry
@@ -142,7 +157,7 @@ class Accelerator(wiring.Component):
             read_buffer=self._timing_registers, output_register=self._timing_registers)
         m.submodules.controller     = controller = Controller(
             g, counter_bits=self._counter_bits, row_register=self._timing_registers,
-            range_register=self._timing_registers,
+            range_register=self._range_register,
             read_latency=max(ub.read_latency, acc.read_latency))
         m.submodules.unified_buffer = ub
         m.submodules.weight_memory  = wm

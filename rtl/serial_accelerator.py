@@ -42,6 +42,7 @@ class SerialAccelerator(wiring.Component):
     ppu_lanes : int or None
     counter_bits : int
     timing_registers : bool
+    range_register : bool or None
     serial_ppu : bool
         Passed to :class:`~rtl.accelerator.Accelerator`.
 
@@ -56,7 +57,7 @@ class SerialAccelerator(wiring.Component):
     """
     def __init__(self, geometry=Geometry(), *, clk_freq, baud=3_000_000,
                  max_payload=MAX_PAYLOAD, ppu_lanes=None, counter_bits=64,
-                 timing_registers=True, serial_ppu=False):
+                 timing_registers=True, range_register=None, serial_ppu=False):
         if not isinstance(geometry, Geometry):
             self._MustUse__silence = True
             raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
@@ -80,6 +81,7 @@ class SerialAccelerator(wiring.Component):
             self._accelerator = Accelerator(geometry, ppu_lanes=ppu_lanes,
                                             counter_bits=counter_bits,
                                             timing_registers=timing_registers,
+                                            range_register=range_register,
                                             serial_ppu=serial_ppu)
         except Exception:
             self._MustUse__silence = True
@@ -116,6 +118,10 @@ class SerialAccelerator(wiring.Component):
     @property
     def timing_registers(self):
         return self._accelerator.timing_registers
+
+    @property
+    def range_register(self):
+        return self._accelerator.range_register
 
     @property
     def serial_ppu(self):

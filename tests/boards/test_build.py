@@ -480,6 +480,10 @@ def test_board_top_defaults():
         assert top.baud == board.baud and top.ppu_lanes == board.ppu_lanes
         assert top.core.timing_registers == board.timing_registers
         assert top.serial_ppu == top.core.serial_ppu == board.serial_ppu
+        assert top.core.range_register == (board.timing_registers
+                                           if board.range_register is None
+                                           else board.range_register)
+    assert BOARDS["icebreaker"].range_register       # room for them with the serial PPU
     assert not BOARDS["icebreaker"].timing_registers      # no room for it on the UP5K
     top = BoardTop(BOARDS["icebreaker"], Geometry(rows=1, cols=1), clock=12e6)
     _silence(top)

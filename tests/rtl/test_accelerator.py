@@ -438,6 +438,32 @@ def test_timing_registers():
         Accelerator(Geometry(2, 3, 8, 4, 8), timing_registers="no")
 
 
+@pytest.mark.parametrize("timing_registers, range_register, expected", [
+    (False, None, False), (True, None, True), (False, True, True), (True, False, False)])
+def test_range_register(timing_registers, range_register, expected):
+    # The scoreboard's range registers follow timing_registers unless asked for on their own
+    # (the iCEBreaker has room for them, not for the other timing registers).
+    dut = Accelerator(Geometry(2, 3, 8, 4, 8), timing_registers=timing_registers,
+                      range_register=range_register)
+    controller = Fragment.get(dut, None).find_subfragment("controller").origins[0]
+    assert dut.range_register == controller.range_register == expected
+
+
+def test_bad_range_register_option():
+    with pytest.raises(TypeError, match="range_register must be a bool or None, not 1"):
+        Accelerator(Geometry(2, 3, 8, 4, 8), range_register=1)
+
+
+def test_random_programs_range_register_alone():
+    # The smallest FPGA's configuration: no timing registers but the range registers, with
+    # the serial PPU, against the model.
+    g = Geometry(2, 2, 16, 8, 16)
+    rng = np.random.default_rng([7, 2, 2])
+    program = random_program(rng, g, 24)
+    check_against_model(g, program, seed=7, dut=Accelerator(
+        g, timing_registers=False, range_register=True, serial_ppu=True))
+
+
 def test_quiet_end_without_response_length():
     # The driver can also stop on its own once a program ending in SYNC has answered.
     g = GEOMETRIES["2x3"]
