@@ -87,7 +87,7 @@ class Board:
     extra_resources: str = None
     dsp_budget: int = None
     timing_registers: bool = True
-    range_register: object = None
+    range_register: bool = None
     serial_ppu: bool = False
     seed: int = 1
 

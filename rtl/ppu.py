@@ -9,6 +9,7 @@ from .pe import MultiplierSignature
 
 __all__ = [
     "Activation", "AccumulatorRow", "QuantizedRow", "PostProcessorConfig", "PostProcessor",
+    "clamp_bounds",
 ]
 
 INT32_MIN = -2**31
@@ -87,6 +88,25 @@ class PostProcessorConfig(data.StructLayout):
             "activation": Activation,
             "clamp_max":  signed(8),
         })
+
+
+def clamp_bounds(m, cfg):
+    """The final clamp's bounds ``(lo, hi)`` for the config ``cfg`` (a
+    :class:`PostProcessorConfig` view), as signals that ``m`` drives combinationally:
+    ``[-128, 127]`` for ``NONE`` (and the reserved value 3), ``[zero_point, 127]`` for ``RELU``
+    and ``[zero_point, clamp_max]`` for ``CLAMP``. (``lo > hi`` is possible with ``CLAMP``:
+    the units let ``hi`` win.)"""
+    # Unnamed, so that the measured builds' netlists stay as they were.
+    lo, hi = Signal(signed(8)), Signal(signed(8))
+    with m.Switch(cfg.activation):
+        with m.Case(Activation.RELU):
+            # zero_point is already >= -128, so max(zero_point, -128) is zero_point.
+            m.d.comb += [lo.eq(cfg.zero_point), hi.eq(127)]
+        with m.Case(Activation.CLAMP):
+            m.d.comb += [lo.eq(cfg.zero_point), hi.eq(cfg.clamp_max)]
+        with m.Default():
+            m.d.comb += [lo.eq(-128), hi.eq(127)]
+    return lo, hi
 
 
 class PostProcessor(wiring.Component):
@@ -262,15 +282,7 @@ class PostProcessor(wiring.Component):
         # `r_` stage on, at least four advancing cycles after a row is accepted, and they load
         # in every advancing cycle (the accepting one included), so they always match the cfg
         # that the row's `b_` and `h_` stages saw.
-        lo, hi = Signal(signed(8)), Signal(signed(8))
-        with m.Switch(cfg.activation):
-            with m.Case(Activation.RELU):
-                # zero_point is already >= -128, so max(zero_point, -128) is zero_point.
-                m.d.comb += [lo.eq(cfg.zero_point), hi.eq(127)]
-            with m.Case(Activation.CLAMP):
-                m.d.comb += [lo.eq(cfg.zero_point), hi.eq(cfg.clamp_max)]
-            with m.Default():
-                m.d.comb += [lo.eq(-128), hi.eq(127)]
+        lo, hi = clamp_bounds(m, cfg)
         c_shift    = Signal(unsigned(5))
         c_half     = Signal(unsigned(32))       # 2**(shift - 1): the rounding bit (0 if shift 0)
         c_below    = Signal(unsigned(32))       # 2**(shift - 1) - 1: the bits below it

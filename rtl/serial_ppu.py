@@ -5,7 +5,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import check_int
-from .ppu import AccumulatorRow, Activation, PostProcessorConfig, QuantizedRow
+from .ppu import AccumulatorRow, Activation, PostProcessorConfig, QuantizedRow, clamp_bounds
 
 __all__ = ["SerialPostProcessor"]
 
@@ -225,14 +225,7 @@ class SerialPostProcessor(wiring.Component):
         # The clamp's bounds and whether the upper one wins, registered (`c_` signals) so that
         # none of this logic lies in series with the compares: they follow cfg a cycle late,
         # and are first used some 60 cycles after a row starts.
-        lo, hi = Signal(signed(8)), Signal(signed(8))
-        with m.Switch(cfg.activation):
-            with m.Case(Activation.RELU):
-                m.d.comb += [lo.eq(cfg.zero_point), hi.eq(127)]
-            with m.Case(Activation.CLAMP):
-                m.d.comb += [lo.eq(cfg.zero_point), hi.eq(cfg.clamp_max)]
-            with m.Default():
-                m.d.comb += [lo.eq(-128), hi.eq(127)]
+        lo, hi = clamp_bounds(m, cfg)
         # They are kept inverted, as the compares need them (an adder cannot invert an operand
         # by itself: on the iCE40 that would take a LUT a bit); the output byte's multiplexer
         # inverts them back for free. lo > hi only with CLAMP, where ~lo is ~zero_point.

@@ -1,5 +1,3 @@
-import random
-
 import numpy as np
 import pytest
 from amaranth.hdl import Fragment, Module, signed
@@ -9,75 +7,23 @@ from amaranth.lib.wiring import In, Out
 from rtl.ppu import PART_WIDTH, PARTS, Activation, PostProcessor
 from rtl.verilog import emit_verilog
 from sim.golden import ppu as golden
-from sim.golden.ppu import INT32_MAX, INT32_MIN, requantize
+from sim.golden.ppu import INT32_MAX, INT32_MIN
 from sim.multiplier import PipelinedMultiplier
 from sim.ppu_stimuli import (accumulators_for, negating_batch, random_accumulators, random_config,
-                              values_around)
+                             stream_batches, values_around)
 from sim.stream import stream_get_n, stream_put_all
 from sim.synthesis import synthesize
 from sim.testbench import simulate
 
 
-def run_ppu(cols, batches, *, lanes=None, idle=0.0, stall=0.0, seed=0, cycles=None,
-            model_activation=None, monitors=(), platform=None, operand_stage=True):
-    """Stream batches of ``(config, accumulator rows)`` through a PostProcessor of ``lanes``.
-
-    The config changes only between batches, once every row of the previous one has left, in
-    the cycle where the batch's first row is offered (unless ``idle`` delays that row).
-    ``monitors`` are functions of the unit, returning more background testbenches. The unit is
-    elaborated for ``platform``, with or without its ``operand_stage``.
-    Returns the output rows and the expected ones as lists of ``(values, last)``.
-    """
+def run_ppu(cols, batches, *, lanes=None, platform=None, operand_stage=True, **options):
+    """Stream batches of ``(config, accumulator rows)`` through a PostProcessor of ``lanes``,
+    elaborated for ``platform``, with or without its ``operand_stage``
+    (:func:`sim.ppu_stimuli.stream_batches` with ``options``). Returns the output rows and the
+    expected ones as lists of ``(values, last)``."""
     dut = PostProcessor(cols, lanes, operand_stage=operand_stage)
-    expected, inputs = [], []
-    for config, acc in batches:
-        args = dict(config)
-        if model_activation is not None:
-            args["activation"] = model_activation
-        rows = []
-        for index, (row, out) in enumerate(zip(acc, requantize(acc, **args))):
-            last = index == len(acc) - 1
-            rows.append({"data": [int(v) for v in row], "last": last})
-            expected.append(([int(v) for v in out], last))
-        inputs.append(rows)
-    results = []
-    drained = [0]                                       # batches fully received
-
-    async def producer(ctx):
-        rng = random.Random(seed)
-        for index, ((config, _), rows) in enumerate(zip(batches, inputs)):
-            while drained[0] < index:
-                await ctx.tick()
-            if isinstance(config["activation"], int):   # a raw (reserved) encoding
-                ctx.set(dut.cfg, config | {"activation": Activation.NONE})
-                ctx.set(dut.cfg.activation.as_value(), config["activation"])
-            else:
-                ctx.set(dut.cfg, config)
-            await stream_put_all(ctx, dut.i, rows, idle=idle, rng=rng)
-
-    async def consumer(ctx):
-        rng = random.Random(seed + 1)
-        for rows in inputs:
-            for payload in await stream_get_n(ctx, dut.o, len(rows), stall=stall, rng=rng,
-                                              cycles=cycles):
-                results.append(([int(v) for v in payload.data], bool(payload.last)))
-            drained[0] += 1
-
-    async def monitor(ctx):
-        # The stream rules on `o`: a row offered and not taken stays offered, unchanged.
-        held = None
-        async for _, _, valid, ready, payload in ctx.tick().sample(
-                dut.o.valid, dut.o.ready, dut.o.payload):
-            if held is not None and not (valid and payload == held):
-                violations.append((held, valid, payload))
-            held = payload if valid and not ready else None
-
-    violations = []
-    # A lost row would leave the consumer waiting: fail fast instead (1 us per cycle).
-    simulate(dut, [producer, consumer], [monitor] + [make(dut) for make in monitors],
-             deadline=1e-6 * (50 * dut.interval * len(expected) + 1000), platform=platform)
-    assert not violations, violations[0]
-    return results, expected
+    return stream_batches(dut, batches, row_cycles=50 * dut.interval, platform=platform,
+                          **options)
 
 
 #: (C, L) pairs: the full-width unit, and time-shared ones with L dividing C or not.
