@@ -1234,6 +1234,12 @@ class Controller(wiring.Component):
             # into the receiver's state, it was 7 LUTs on the iCEBreaker.
             v_payload.eq((issue_next | fail_next) & has_payload),
         ]
+        # The units' starts, one flip-flop each (issue_next & is_op, as the opcode flags are
+        # one-hot), next to the units rather than behind the verdict's logic.
+        v_start = {}
+        for opcode in (Opcode.LOAD_WEIGHTS, Opcode.MATMUL, Opcode.ACTIVATE):
+            v_start[opcode] = Signal(name=f"verdict_{opcode.name.lower()}")
+            m.d.sync += v_start[opcode].eq(proceed & issue_terms[opcode])
         decoded = v_issue | v_fail                  # an instruction, not a skipped word
         issue   = v_issue
         do_sync = retire & is_sync_word             # in either state, the SYNC word is a SYNC
@@ -1266,9 +1272,9 @@ class Controller(wiring.Component):
         with m.If(issue & (is_op[Opcode.ACTIVATE] | is_op[Opcode.READ_ACC])):
             m.d.sync += acc_reading.eq(acc_range)
 
-        with m.If(issue & is_op[Opcode.LOAD_WEIGHTS]):
+        with m.If(v_start[Opcode.LOAD_WEIGHTS]):
             m.d.sync += pending.eq(1)
-        with m.If(issue & is_op[Opcode.MATMUL] & _flag(flags, Flag.SWAP)):
+        with m.If(v_start[Opcode.MATMUL] & _flag(flags, Flag.SWAP)):
             m.d.sync += pending.eq(0)
 
         # Payloads: consumed even when the instruction failed.
@@ -1284,10 +1290,10 @@ class Controller(wiring.Component):
 
         # Units.
         m.d.comb += [
-            loader.start.eq(issue & is_op[Opcode.LOAD_WEIGHTS]),
+            loader.start.eq(v_start[Opcode.LOAD_WEIGHTS]),
             loader.command.addr.eq(a),
             loader.command.signed.eq(_flag(flags, Flag.SIGNED)),
-            mm.start.eq(issue & is_op[Opcode.MATMUL]),
+            mm.start.eq(v_start[Opcode.MATMUL]),
             mm.command.ub.lo.eq(a),
             mm.command.ub.hi.eq(a_hi),
             mm.command.acc.lo.eq(b),
@@ -1296,7 +1302,7 @@ class Controller(wiring.Component):
             mm.command.accumulate.eq(_flag(flags, Flag.ACCUMULATE)),
             mm.command.swap.eq(_flag(flags, Flag.SWAP)),
             mm.command.rows.eq(n),              # n <= depth: the ADDRESS check passed
-            act.start.eq(issue & is_op[Opcode.ACTIVATE]),
+            act.start.eq(v_start[Opcode.ACTIVATE]),
             act.command.acc.lo.eq(a),
             act.command.acc.hi.eq(a_hi),
             act.command.ub.lo.eq(b),
