@@ -123,7 +123,7 @@ BOARDS = {board.name: board for board in [
     Board(
         name="icebreaker", title="1BitSquared iCEBreaker", family="ice40",
         device="iCE40UP5K-SG48", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
-        pll="ICE40PLL", clock=30e6,
+        pll="ICE40PLL", clock=44.25e6,
         geometry=Geometry(rows=2, cols=2, ub_depth=512, wm_depth=256, acc_depth=256),
         ppu_lanes=None, baud=3_000_000, counter_bits=32,
         lights={"alive": ("led", 1), "error": ("led", 0), "ok": ("led", 3), "busy": ("led", 2)},
