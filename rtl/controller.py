@@ -1148,9 +1148,7 @@ class Controller(wiring.Component):
         h = {}
         for name, flag in {
             "act_busy": act.busy, "act_reading": act.reading, "loader_busy": loader.busy,
-            "mm_queued": mm.queued, "mm_full": mm.full, "mm_feeding": mm.feeding,
-            "tx_busy": tx.busy, "tx_reading_ub": tx.reading_ub,
-            "tx_reading_acc": tx.reading_acc, "all_idle": all_idle,
+            "mm_feeding": mm.feeding, "tx_busy": tx.busy, "all_idle": all_idle,
             # The unit flags that MATMUL and ACTIVATE wait on, as one flip-flop each, so that
             # each opcode's condition below is a single LUT.
             "mm_units": mm.queued | mm.full | tx.reading_ub,
