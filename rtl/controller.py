@@ -345,19 +345,24 @@ class MatmulUnit(wiring.Component):
         last_request = Signal(name="mm_req_last")      # req_left == 1
         queued_cmd   = Signal(MatmulCommand(g), name="mm_queued_command")
 
-        # `fire` and `feed` are kept as nets of their own: otherwise synthesis merges the read
-        # port's handshake into each enable's logic, and on the iCEBreaker that made the
-        # feeder's registers 7 LUTs deep (its critical path).
+        # `fire` is kept as a net of its own: otherwise synthesis merges the read port's
+        # handshake into each enable's logic, and on the iCEBreaker that made the feeder's
+        # registers 7 LUTs deep (its critical path).
         fire = Signal(name="mm_fire", attrs={"keep": 1})
         m.d.comb += fire.eq(self.ub_r_addr.valid & self.ub_r_addr.ready)
         next_addr = req_addr + 1
         # The feeder takes its next command (a queued one, or one starting now: `start` comes
-        # only while none is queued) when it is idle or its last request is accepted.
+        # only while none is queued) when it is idle or its last request is accepted. The two
+        # cases are apart so that the registers' enables are `fire | idle_feed`, one gate after
+        # the handshake: `fire` picks their values instead (with a kept `feed` net for both
+        # cases, the handshake ran through it into every enable, 6 LUTs on the iCEBreaker).
         waiting = Signal(name="mm_waiting")
-        feed_next = Signal(name="mm_feed", attrs={"keep": 1})
+        idle_feed = Signal(name="mm_idle_feed")         # from flip-flops only
+        chained = Signal(name="mm_chained")             # ... and `fire` feeds
         m.d.comb += [
             waiting.eq(self.queued | self.start),
-            feed_next.eq(waiting & (~active | (fire & last_request))),
+            idle_feed.eq(waiting & ~active),
+            chained.eq(waiting & last_request),
         ]
         m.d.comb += [
             self.feeding.eq(active | self.queued),
@@ -381,33 +386,29 @@ class MatmulUnit(wiring.Component):
             rows.payload.last.eq(self.ub_r_data.payload.last),
             self.ub_r_data.ready.eq(rows.ready),
         ]
-        with m.If(fire):
+        # The command fed next: the queued one, else the one starting now.
+        next_cmd = Signal(MatmulCommand(g), name="mm_next_command")
+        m.d.comb += next_cmd.eq(Mux(self.queued, queued_cmd, cmd))
+        feed = ~fire | chained                          # (under the enable below)
+        with m.If(fire | idle_feed):
             m.d.sync += [
-                req_addr.eq(next_addr),
-                req_left.eq(req_left - 1),
-                active.eq(~last_request),
-                last_request.eq(req_left == 2),
-                req_first.eq(0),
+                req_addr.eq(Mux(feed, next_cmd.ub.lo, next_addr)),
+                req_left.eq(Mux(feed, next_cmd.rows, req_left - 1)),
+                active.eq(feed | ~last_request),
+                last_request.eq(Mux(feed, next_cmd.rows == 1, req_left == 2)),
+                req_first.eq(feed & next_cmd.swap),
             ]
-
-        def feed(command, rows):
-            m.d.sync += [
-                req_addr.eq(command.ub.lo),
-                req_left.eq(rows),
-                active.eq(1),
-                last_request.eq(rows == 1),
-                req_first.eq(command.swap),
-                is_signed.eq(command.signed),
-                self.read_range.eq(command.ub),
-            ]
-        with m.If(feed_next):
-            with m.If(self.queued):
-                feed(queued_cmd, queued_cmd.rows)
-                m.d.sync += self.queued.eq(0)
-            with m.Else():
-                feed(cmd, cmd.rows)
-        with m.Elif(self.start):
-            m.d.sync += [queued_cmd.eq(cmd), self.queued.eq(1)]
+            with m.If(feed):
+                m.d.sync += [
+                    is_signed.eq(next_cmd.signed),
+                    self.read_range.eq(next_cmd.ub),
+                ]
+        # Queued while a command waits that was not fed: the one queued stays until it is,
+        # and one starting now waits if the feeder is busy past this cycle. (Taking `cmd`
+        # at every start is harmless: it is used only once queued.)
+        m.d.sync += self.queued.eq(waiting & active & ~(fire & last_request))
+        with m.If(self.start):
+            m.d.sync += queued_cmd.eq(cmd)
 
         # Write-back queue: entries are allocated at `tail` and retired from `head`.
         queue = self.acc_writes
