@@ -20,6 +20,7 @@ placement.
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections import Counter
@@ -274,13 +275,18 @@ def main(argv=None):
                      f"{error.args[0]!r}")
     except (TypeError, AttributeError) as error:
         parser.error(f"{args.netlist} is not a Yosys JSON netlist: {error}")
-    print("register inputs by LUT levels: " + ", ".join(
-        f"{levels}: {count}" for levels, count in sorted(depth.histogram.items())))
+    lines = ["register inputs by LUT levels: " + ", ".join(
+        f"{levels}: {count}" for levels, count in sorted(depth.histogram.items()))]
     for path in depth.deepest:
-        print(f"{path.levels:5.2f}  {path.start}  ->  {path.end}")
+        lines.append(f"{path.levels:5.2f}  {path.start}  ->  {path.end}")
         if args.via:
-            for net in path.via:
-                print(f"         via {net}")
+            lines += [f"         via {net}" for net in path.via]
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:
+        # A reader that stopped early (`| head`) is not an error; keep Python's own flush at
+        # exit from failing too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -2,7 +2,9 @@
 known depths, real Yosys netlists of each family, and bad input."""
 
 import json
+import os
 import subprocess
+import sys
 
 import pytest
 from amaranth.back import rtlil
@@ -151,6 +153,20 @@ def test_cli(tmp_path, capsys):
             main(argv)
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_cli_reader_that_stops_early(tmp_path):
+    # `... | head`: the output's reader is gone before the tool writes. That is no error and no
+    # traceback, whichever write finds the pipe closed.
+    path = tmp_path / "puce.json"
+    path.write_text(json.dumps(_chain_netlist()))
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "wb") as stdout:
+        done = subprocess.run([sys.executable, "-m", "boards.logic_depth", str(path),
+                               "--family", "ice40", "--via"],
+                              stdout=stdout, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 0 and done.stderr == ""
 
 
 class _AndTree(wiring.Component):
