@@ -447,10 +447,9 @@ def test_get_board():
     for name, board in BOARDS.items():
         assert get_board(name) is board and board.name == name
         assert board.family in FAMILIES
-    # The default seeds: those that met the boards' default clocks where seed 1 did not
-    # (docs/boards.md), 1 else.
+    # The default seeds: the one that met the ULX3S's default clock (docs/boards.md), 1 else.
     assert {name: board.seed for name, board in BOARDS.items()} == {
-        "icebreaker": 2, "ulx3s-85f": 5, "tangnano9k": 1}
+        "icebreaker": 1, "ulx3s-85f": 5, "tangnano9k": 1}
     assert {board.bitstream for board in BOARDS.values()} == {".bin", ".bit", ".fs"}
     for bad in ("nope", "ICEBREAKER", "", None, 3):
         with pytest.raises(ValueError, match=r"^unknown board .*; known boards: icebreaker, "
