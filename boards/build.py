@@ -58,8 +58,8 @@ class BuildError(RuntimeError):
 #: (750 ps with ``-device u``, 250 ps without it, which the flow used before) counts a LUT level
 #: as cheap next to a LUT's own delay, so ABC9 built wide ORs and compares as chains of LUTs,
 #: each link fed through the fast input: 8 and 9 LUTs in series. nextpnr routes about 2.6 ns per
-#: link on the UP5K. At 2000 ps no path of the iCEBreaker's netlist is deeper than 6.1 LUTs (9
-#: before), and its Fmax went from 41-42 to 43.5-44 MHz (docs/boards.md).
+#: link on the UP5K. At 2000 ps no path of the iCEBreaker's netlist is deeper than 6.1 LUTs (8
+#: before), and it meets 42 MHz where builds for 30 MHz had reached 41.15 (docs/boards.md).
 ICE40_WIRE_DELAY = 2000
 
 #: Per family: synthesis command, its ``tuning`` to the device if any (Yosys commands to run
