@@ -345,19 +345,24 @@ class MatmulUnit(wiring.Component):
         last_request = Signal(name="mm_req_last")      # req_left == 1
         queued_cmd   = Signal(MatmulCommand(g), name="mm_queued_command")
 
-        # `fire` and `feed` are kept as nets of their own: otherwise synthesis merges the read
-        # port's handshake into each enable's logic, and on the iCEBreaker that made the
-        # feeder's registers 7 LUTs deep (its critical path).
+        # `fire` is kept as a net of its own: otherwise synthesis merges the read port's
+        # handshake into each enable's logic, and on the iCEBreaker that made the feeder's
+        # registers 7 LUTs deep (its critical path).
         fire = Signal(name="mm_fire", attrs={"keep": 1})
         m.d.comb += fire.eq(self.ub_r_addr.valid & self.ub_r_addr.ready)
         next_addr = req_addr + 1
         # The feeder takes its next command (a queued one, or one starting now: `start` comes
-        # only while none is queued) when it is idle or its last request is accepted.
+        # only while none is queued) when it is idle or its last request is accepted. The two
+        # cases are apart so that the registers' enables are `fire | idle_feed`, one gate after
+        # the handshake: `fire` picks their values instead (with a kept `feed` net for both
+        # cases, the handshake ran through it into every enable, 6 LUTs on the iCEBreaker).
         waiting = Signal(name="mm_waiting")
-        feed_next = Signal(name="mm_feed", attrs={"keep": 1})
+        idle_feed = Signal(name="mm_idle_feed")         # from flip-flops only
+        chained = Signal(name="mm_chained")             # ... and `fire` feeds
         m.d.comb += [
             waiting.eq(self.queued | self.start),
-            feed_next.eq(waiting & (~active | (fire & last_request))),
+            idle_feed.eq(waiting & ~active),
+            chained.eq(waiting & last_request),
         ]
         m.d.comb += [
             self.feeding.eq(active | self.queued),
@@ -381,33 +386,29 @@ class MatmulUnit(wiring.Component):
             rows.payload.last.eq(self.ub_r_data.payload.last),
             self.ub_r_data.ready.eq(rows.ready),
         ]
-        with m.If(fire):
+        # The command fed next: the queued one, else the one starting now.
+        next_cmd = Signal(MatmulCommand(g), name="mm_next_command")
+        m.d.comb += next_cmd.eq(Mux(self.queued, queued_cmd, cmd))
+        feed = ~fire | chained                          # (under the enable below)
+        with m.If(fire | idle_feed):
             m.d.sync += [
-                req_addr.eq(next_addr),
-                req_left.eq(req_left - 1),
-                active.eq(~last_request),
-                last_request.eq(req_left == 2),
-                req_first.eq(0),
+                req_addr.eq(Mux(feed, next_cmd.ub.lo, next_addr)),
+                req_left.eq(Mux(feed, next_cmd.rows, req_left - 1)),
+                active.eq(feed | ~last_request),
+                last_request.eq(Mux(feed, next_cmd.rows == 1, req_left == 2)),
+                req_first.eq(feed & next_cmd.swap),
             ]
-
-        def feed(command, rows):
-            m.d.sync += [
-                req_addr.eq(command.ub.lo),
-                req_left.eq(rows),
-                active.eq(1),
-                last_request.eq(rows == 1),
-                req_first.eq(command.swap),
-                is_signed.eq(command.signed),
-                self.read_range.eq(command.ub),
-            ]
-        with m.If(feed_next):
-            with m.If(self.queued):
-                feed(queued_cmd, queued_cmd.rows)
-                m.d.sync += self.queued.eq(0)
-            with m.Else():
-                feed(cmd, cmd.rows)
-        with m.Elif(self.start):
-            m.d.sync += [queued_cmd.eq(cmd), self.queued.eq(1)]
+            with m.If(feed):
+                m.d.sync += [
+                    is_signed.eq(next_cmd.signed),
+                    self.read_range.eq(next_cmd.ub),
+                ]
+        # Queued while a command waits that was not fed: the one queued stays until it is,
+        # and one starting now waits if the feeder is busy past this cycle. (Taking `cmd`
+        # at every start is harmless: it is used only once queued.)
+        m.d.sync += self.queued.eq(waiting & active & ~(fire & last_request))
+        with m.If(self.start):
+            m.d.sync += queued_cmd.eq(cmd)
 
         # Write-back queue: entries are allocated at `tail` and retired from `head`.
         queue = self.acc_writes
@@ -693,17 +694,25 @@ def _share_read_port(m, name, request, response, users, *, read_latency):
 
 
 def _exceeds(value, limit):
-    """``value > limit`` for a constant ``limit``, as a chain of gates rather than a subtractor
-    (which would take a carry chain as wide as ``value``)."""
+    """``value > limit`` for a constant ``limit``, as a balanced tree of gates rather than a
+    subtractor (which would take a carry chain as wide as ``value``) or a chain of gates (which
+    Yosys maps to as many LUTs in series as ``value`` has bits over 3: the iCEBreaker's deepest
+    path, from the ADDRESS check's range ends)."""
     if limit >> len(value):
         return Const(0)
-    greater = Const(0)
-    for i in range(len(value)):
-        if (limit >> i) & 1:
-            greater = value[i] & greater
-        else:
-            greater = value[i] | greater
-    return greater
+
+    def compare(lo, hi):
+        # (value > limit, value == limit) on bits lo .. hi - 1.
+        if hi - lo == 1:
+            if (limit >> lo) & 1:
+                return Const(0), value[lo]
+            return value[lo], ~value[lo]
+        mid = (lo + hi) // 2
+        greater_lo, equal_lo = compare(lo, mid)
+        greater_hi, equal_hi = compare(mid, hi)
+        return greater_hi | (equal_hi & greater_lo), equal_hi & equal_lo
+
+    return compare(0, len(value))[0]
 
 
 #: Per opcode: the flag bits it accepts, and whether it uses a, b and n (docs/isa.md).
@@ -920,25 +929,32 @@ class Controller(wiring.Component):
         word       = data.View(InstructionWord(), word_bits)
         m.d.comb += word_bits.eq(rx.recent)
         word_count = Signal(range(WORD + 1), name="word_count")
-        word_full  = Signal()
-        retire     = Signal()
-        to_payload = Signal()               # the retiring word is followed by a payload
+        # word_count == WORD and == WORD - 1, as flip-flops: with `v_accept` they keep `i.ready`
+        # and the decode enable one or two gates from registers (through the verdict's logic,
+        # `i.ready` was the iCEBreaker's critical path, into the word register's enables).
+        word_full  = Signal(name="word_full")
+        word_last  = Signal(name="word_last")
+        retire     = Signal(name="retire")  # v_issue | v_fail | v_skip (below)
+        v_accept   = Signal(name="verdict_accept")  # the word retires, no payload follows
         word_byte  = Signal()               # a byte enters the word register
         m.d.comb += [
-            word_full.eq(word_count == WORD),
             # The next word's first byte may enter in the cycle the current word retires, so a
             # good word takes 9 cycles (8 bytes, then the registered scoreboard verdict); not
             # when a payload follows (the receiver starts next cycle).
-            self.i.ready.eq(rx.receiving | ~word_full | (retire & ~to_payload)),
+            self.i.ready.eq(rx.receiving | ~word_full | v_accept),
             word_byte.eq(self.i.valid & self.i.ready & ~rx.receiving),
             rx.word_in.eq(word_byte),
             rx.i.valid.eq(self.i.valid & rx.receiving),
             rx.i.payload.eq(self.i.payload),
         ]
         with m.If(retire):
-            m.d.sync += word_count.eq(word_byte)
+            m.d.sync += [word_count.eq(word_byte), word_last.eq(0), word_full.eq(0)]
         with m.Elif(word_byte):
-            m.d.sync += word_count.eq(word_count + 1)
+            m.d.sync += [
+                word_count.eq(word_count + 1),
+                word_last.eq(word_count == WORD - 2),
+                word_full.eq(word_last),
+            ]
 
         # The decode stage: everything that depends only on the word is computed from the word
         # as it completes (``d_`` signals) and registered, so that the adders and comparators
@@ -948,7 +964,7 @@ class Controller(wiring.Component):
         m.d.comb += d_bits.eq(Cat(word_bits[8:], self.i.payload))
         d_word = data.View(InstructionWord(), d_bits)
         decode = Signal()                    # the word is complete at the next clock edge
-        m.d.comb += decode.eq(word_byte & (word_count == WORD - 1))
+        m.d.comb += decode.eq(word_byte & word_last)
 
         # Decoder state.
         faulted   = Signal()
@@ -965,6 +981,9 @@ class Controller(wiring.Component):
         malformed = Signal()
         a_set, b_set, n_set = Signal(name="a_set"), Signal(name="b_set"), Signal(name="n_set")
         lane_past = Signal(name="lane_past")     # ACTIVATE: lane + C > R
+        flags_reserved = {reserved: Signal(name=f"flags_reserved_{reserved:02x}")
+                          for reserved in sorted({~int(allowed) & 0xff
+                                                  for allowed, *_ in _FIELDS.values()} - {0})}
         address = Signal()
         # Ends of the ranges a .. a + n - 1 and b .. b + n - 1, at the width of the deepest
         # memory: they are used only once the ADDRESS check has passed.
@@ -993,12 +1012,17 @@ class Controller(wiring.Component):
                 n_set.eq(d_n != 0),
                 lane_past.eq(d_flags + cols > rows),
             ]
+            # Which flags are reserved depends on the opcode: one register per set of reserved
+            # flags, so that the check below does not compare all eight flags per opcode.
+            for reserved, signal in flags_reserved.items():
+                m.d.sync += signal.eq((d_flags & reserved) != 0)
         # MALFORMED: reserved flags or fields set, n of 0, a lane past R, a wrong SYNC word.
         # From the decode's registers and the word's flags, in the cycle after the decode, like
         # ADDRESS (``h_malformed``); an illegal opcode is reported as such, not as MALFORMED.
         malformed_by_op = [is_op[Opcode.SYNC] & ~is_sync_word]
         for opcode, (allowed, uses_a, uses_b, uses_n) in _FIELDS.items():
-            bad = (flags & (~int(allowed) & 0xff)) != 0
+            reserved = ~int(allowed) & 0xff
+            bad = flags_reserved[reserved] if reserved else Const(0)
             for field_set, used in ((a_set, uses_a), (b_set, uses_b), (n_set, uses_n)):
                 if not used:
                     bad = bad | field_set
@@ -1125,32 +1149,39 @@ class Controller(wiring.Component):
         h = {}
         for name, flag in {
             "act_busy": act.busy, "act_reading": act.reading, "loader_busy": loader.busy,
-            "mm_queued": mm.queued, "mm_full": mm.full, "mm_feeding": mm.feeding,
-            "tx_busy": tx.busy, "tx_reading_ub": tx.reading_ub,
-            "tx_reading_acc": tx.reading_acc, "all_idle": all_idle,
+            "mm_feeding": mm.feeding, "tx_busy": tx.busy, "all_idle": all_idle,
+            # The unit flags that MATMUL and ACTIVATE wait on, as one flip-flop each, so that
+            # each opcode's condition below is a single LUT.
+            "mm_units": mm.queued | mm.full | tx.reading_ub,
+            "act_units": act.busy | tx.reading_acc,
         }.items():
             h[name] = Signal(name=f"h_{name}")
             m.d.sync += h[name].eq(flag)
 
-        can_issue_now = Signal()
-        conditions = []
-        for opcode, condition in {
+        issue_conditions = {
             Opcode.NOP:           1,
             Opcode.WRITE_UB:      ~h["act_busy"] & ~ub_read,
             Opcode.WRITE_WM:      ~wm_read,
             Opcode.SET_PPU:       ~h["act_busy"],
             Opcode.LOAD_WEIGHTS:  ~h["loader_busy"],
-            Opcode.MATMUL:        ~h["mm_queued"] & ~h["mm_full"] & ~h["tx_reading_ub"] &
-                                  ~ub_written & ~acc_read,
-            Opcode.ACTIVATE:      ~h["act_busy"] & ~h["tx_reading_acc"] & ~acc_written &
-                                  ~ub_read,
+            Opcode.MATMUL:        ~h["mm_units"] & ~ub_written & ~acc_read,
+            Opcode.ACTIVATE:      ~h["act_units"] & ~acc_written & ~ub_read,
             Opcode.READ_UB:       ~h["tx_busy"] & ~h["mm_feeding"] & ~ub_written,
             Opcode.READ_ACC:      ~h["tx_busy"] & ~h["act_reading"] & ~acc_written,
             Opcode.READ_COUNTERS: h["all_idle"],
             Opcode.SYNC:          h["all_idle"],
-        }.items():
-            conditions.append(is_op[opcode] & condition)    # an illegal opcode never issues
-        m.d.comb += can_issue_now.eq(Cat(conditions).any())
+        }
+        # Each opcode's term (one LUT: its flag and up to three conditions) and the verdicts'
+        # inputs below are kept as nets, so that synthesis maps the verdicts as shallow trees of
+        # small cones rather than merged chains (9 LUTs deep on the iCEBreaker).
+        # (An illegal opcode never issues.)
+        issue_terms = {}
+        for opcode, condition in issue_conditions.items():
+            issue_terms[opcode] = Signal(name=f"can_issue_{opcode.name.lower()}",
+                                         attrs={"keep": 1})
+            m.d.comb += issue_terms[opcode].eq(is_op[opcode] & condition)
+        can_issue_now = Signal(name="can_issue_now", attrs={"keep": 1})
+        m.d.comb += can_issue_now.eq(Cat(issue_terms.values()).any())
 
         # Retire: a good instruction when it can issue, a failed one at once (an illegal one
         # once ERROR can go out); in the faulted state, any word but SYNC at once, SYNC when
@@ -1164,22 +1195,50 @@ class Controller(wiring.Component):
         v_fail  = Signal(name="verdict_fail")       # a failed one is recorded
         v_skip  = Signal(name="verdict_skip")       # a word is skipped (or SYNC, when faulted)
         v_respond = Signal(name="verdict_respond")  # ... and the retiring word starts a response
+        v_payload = Signal(name="verdict_payload")  # ... or the payload receiver
+        # `retire` is a flip-flop of its own, so that `waiting` is one gate from registers.
         waiting = word_full & ~retire & checked
-        issue_next = waiting & ~faulted & ~failed & can_issue_now
+        proceed = Signal(name="proceed", attrs={"keep": 1})     # a good word may issue
+        m.d.comb += proceed.eq(waiting & ~faulted & ~failed)
+        issue_next = proceed & can_issue_now
         fail_next = waiting & ~faulted & failed & (h_known | ~h["tx_busy"])
         skip_next = waiting & faulted & (~is_sync_word | h["all_idle"])
-        answers = (is_op[Opcode.READ_UB] | is_op[Opcode.READ_ACC] |
-                   is_op[Opcode.READ_COUNTERS] | is_sync_word)
+
+        def can_issue(opcodes):
+            # Whether one of `opcodes` can issue now: their own conditions only, not all of
+            # `can_issue_now`, so that the verdicts taken on a few opcodes have fewer inputs.
+            return Cat(issue_terms[opcode] for opcode in opcodes).any()
+        # The words that answer, when they issue: the READs and SYNC (a SYNC opcode that is not
+        # the SYNC word fails as MALFORMED).
+        can_answer_now = can_issue((Opcode.READ_UB, Opcode.READ_ACC, Opcode.READ_COUNTERS,
+                                    Opcode.SYNC))
+        payload_opcodes = (Opcode.WRITE_UB, Opcode.WRITE_WM, Opcode.SET_PPU)
+        has_payload = Cat(is_op[opcode] for opcode in payload_opcodes).any()
+        can_issue_bare = can_issue(opcode for opcode in Opcode if opcode not in payload_opcodes)
         m.d.sync += [
             v_issue.eq(issue_next),
             v_fail.eq(fail_next),
             v_skip.eq(skip_next),
+            retire.eq(issue_next | fail_next | skip_next),
+            # retire & ~(~faulted & has_payload), a cycle early: `faulted` only changes as a
+            # word retires, and a skipped word has no payload.
+            v_accept.eq((proceed & can_issue_bare) |
+                        (fail_next & ~has_payload) | skip_next),
             # A SYNC, an illegal opcode's ERROR or a READ: its own flip-flop, because the
             # sender's start is the clock enable of its wide buffer.
-            v_respond.eq((issue_next & answers) | (fail_next & ~h_known) |
+            v_respond.eq((proceed & can_answer_now) |
+                         (fail_next & ~h_known) |
                          (skip_next & is_sync_word)),
+            # Likewise the payload receiver's start: from the opcode flags through the verdict
+            # into the receiver's state, it was 7 LUTs on the iCEBreaker.
+            v_payload.eq((issue_next | fail_next) & has_payload),
         ]
-        m.d.comb += retire.eq(v_issue | v_fail | v_skip)
+        # The units' starts, one flip-flop each (issue_next & is_op, as the opcode flags are
+        # one-hot), next to the units rather than behind the verdict's logic.
+        v_start = {}
+        for opcode in (Opcode.LOAD_WEIGHTS, Opcode.MATMUL, Opcode.ACTIVATE):
+            v_start[opcode] = Signal(name=f"verdict_{opcode.name.lower()}")
+            m.d.sync += v_start[opcode].eq(proceed & issue_terms[opcode])
         decoded = v_issue | v_fail                  # an instruction, not a skipped word
         issue   = v_issue
         do_sync = retire & is_sync_word             # in either state, the SYNC word is a SYNC
@@ -1212,16 +1271,14 @@ class Controller(wiring.Component):
         with m.If(issue & (is_op[Opcode.ACTIVATE] | is_op[Opcode.READ_ACC])):
             m.d.sync += acc_reading.eq(acc_range)
 
-        with m.If(issue & is_op[Opcode.LOAD_WEIGHTS]):
+        with m.If(v_start[Opcode.LOAD_WEIGHTS]):
             m.d.sync += pending.eq(1)
-        with m.If(issue & is_op[Opcode.MATMUL] & _flag(flags, Flag.SWAP)):
+        with m.If(v_start[Opcode.MATMUL] & _flag(flags, Flag.SWAP)):
             m.d.sync += pending.eq(0)
 
         # Payloads: consumed even when the instruction failed.
-        has_payload = is_op[Opcode.WRITE_UB] | is_op[Opcode.WRITE_WM] | is_op[Opcode.SET_PPU]
         m.d.comb += [
-            to_payload.eq(~faulted & has_payload),
-            rx.start.eq(decoded & has_payload),
+            rx.start.eq(v_payload),             # decoded & has_payload
             rx.command.addr.eq(a),
             rx.command.rows.eq(Mux(is_op[Opcode.SET_PPU], 1, n)),
             rx.command.discard.eq(v_fail),
@@ -1232,10 +1289,10 @@ class Controller(wiring.Component):
 
         # Units.
         m.d.comb += [
-            loader.start.eq(issue & is_op[Opcode.LOAD_WEIGHTS]),
+            loader.start.eq(v_start[Opcode.LOAD_WEIGHTS]),
             loader.command.addr.eq(a),
             loader.command.signed.eq(_flag(flags, Flag.SIGNED)),
-            mm.start.eq(issue & is_op[Opcode.MATMUL]),
+            mm.start.eq(v_start[Opcode.MATMUL]),
             mm.command.ub.lo.eq(a),
             mm.command.ub.hi.eq(a_hi),
             mm.command.acc.lo.eq(b),
@@ -1244,7 +1301,7 @@ class Controller(wiring.Component):
             mm.command.accumulate.eq(_flag(flags, Flag.ACCUMULATE)),
             mm.command.swap.eq(_flag(flags, Flag.SWAP)),
             mm.command.rows.eq(n),              # n <= depth: the ADDRESS check passed
-            act.start.eq(issue & is_op[Opcode.ACTIVATE]),
+            act.start.eq(v_start[Opcode.ACTIVATE]),
             act.command.acc.lo.eq(a),
             act.command.acc.hi.eq(a_hi),
             act.command.ub.lo.eq(b),

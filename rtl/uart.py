@@ -80,25 +80,30 @@ def _bit_period(owner, clk_freq, baud):
 class _BitTimer:
     """The fixed-point bit-period accumulator that both units share (see the module docs).
 
-    ``acc`` holds the cycles left until the next event; ``event`` is high in the event's cycle
-    (``attach(m)`` adds its logic to module ``m``). ``step(m)`` counts one cycle down (adding
-    the period back on an event); ``load(m, x0)`` makes the next cycle's value ``x0`` cycles, so
+    ``acc`` holds the cycles left until the next event; ``event`` is high in the event's cycle,
+    that is while ``acc``'s integer part is 0. ``step(m)`` counts one cycle down (adding the
+    period back on an event); ``load(m, x0)`` makes the next cycle's value ``x0`` cycles, so
     events follow at ``floor(x0 + k * period)`` cycles from the next cycle on.
+
+    ``event`` is a flip-flop, set a cycle ahead, so that what a unit decides on it is one gate
+    from registers: a step lands on 0 only from 1 (after an event, and after a load, the integer
+    part is at least 2, as a bit lasts 4 cycles or more).
     """
     def __init__(self, period):
         self.period = period
         self.acc = Signal(range(period + 1))
-        self.event = Signal()
-
-    def attach(self, m):
-        m.d.comb += self.event.eq(self.acc[FRACTION_BITS:] == 0)
+        self.event = Signal(init=1)
 
     def step(self, m):
         one = 1 << FRACTION_BITS
-        m.d.sync += self.acc.eq(Mux(self.event, self.acc + (self.period - one), self.acc - one))
+        m.d.sync += [
+            self.acc.eq(Mux(self.event, self.acc + (self.period - one), self.acc - one)),
+            self.event.eq(self.acc[FRACTION_BITS:] == 1),
+        ]
 
     def load(self, m, x0):
-        m.d.sync += self.acc.eq(x0)
+        assert x0 >> FRACTION_BITS > 0
+        m.d.sync += [self.acc.eq(x0), self.event.eq(0)]
 
 
 class _Timed(wiring.Component):
@@ -162,13 +167,14 @@ class UARTTransmitter(_Timed):
     def elaborate(self, platform):
         m = Module()
         timer = _BitTimer(self._period)
-        timer.attach(m)
 
         shreg = Signal(9)                   # the bits after the one on the line, stop bit last
         left = Signal(range(10))            # bits after the one on the line
+        last = Signal()                     # left == 0: the stop bit is on the line
         end = Signal()                      # last cycle of a stop bit
+        # From flip-flops only: i.ready is on the path of the sender's every decision.
         m.d.comb += [
-            end.eq(self.busy & timer.event & (left == 0)),
+            end.eq(self.busy & timer.event & last),
             self.i.ready.eq(~self.busy | end),
         ]
 
@@ -179,6 +185,7 @@ class UARTTransmitter(_Timed):
                     self.tx.eq(shreg[0]),
                     shreg.eq(Cat(shreg[1:], 1)),
                     left.eq(left - 1),
+                    last.eq(left == 1),
                 ]
             with m.If(end):
                 m.d.sync += [self.tx.eq(1), self.busy.eq(0)]
@@ -188,6 +195,7 @@ class UARTTransmitter(_Timed):
                 self.tx.eq(0),
                 shreg.eq(Cat(self.i.payload, Const(1, 1))),
                 left.eq(9),
+                last.eq(0),
                 self.busy.eq(1),
             ]
             with m.If(~self.busy):
@@ -245,7 +253,6 @@ class UARTReceiver(_Timed):
     def elaborate(self, platform):
         m = Module()
         timer = _BitTimer(self._period)
-        timer.attach(m)
 
         line = Signal(init=1)
         m.submodules.synchronizer = FFSynchronizer(self.rx, line, init=1)
