@@ -1,6 +1,6 @@
 """Accumulator memory: rows of int32 sums that MXU results overwrite or add to."""
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -60,14 +60,21 @@ class AccumulatorMemory(wiring.Component):
     :data:`rtl.unified_buffer.COLLISIONS_BYPASSED`: it forwards the sums written zero, one and
     two cycles before the add, the more recent first.
 
+    With ``split_carry`` each sum is added in two halves, the low 16 bits and, a cycle later,
+    the high 16 bits with the low half's carry, which is registered between them. The adders'
+    cycle then holds a 16-bit carry chain instead of a 32-bit one: on the iCE40UP5K, 32 carries
+    take about 10 ns, half of a 48 MHz cycle. Each half has its own block RAMs (as many as the
+    whole sums need) and its own forwarding, the high half's running a cycle behind, and the
+    copy for reads takes whole sums, a cycle later.
+
     Reads use a copy of the storage that every write updates as well (``out_memory``: block
     RAMs have too few ports for one) and behave as in :class:`rtl.unified_buffer.RowMemory`:
     one per cycle, responses held until taken, latency 2 with ``read_buffer`` (a queue of
     registers after the block RAM), 1 without, one more with ``output_register``.
 
     Ordering: a read accepted in cycle t returns the row as updated by exactly the writes
-    accepted in cycles up to t - ``write_latency`` (2, or 3 with ``read_register``); more recent
-    writes are still in the pipeline and are not seen.
+    accepted in cycles up to t - ``write_latency`` (2, or 3 with ``read_register`` or
+    ``split_carry``); more recent writes are still in the pipeline and are not seen.
 
     Parameters
     ----------
@@ -79,6 +86,11 @@ class AccumulatorMemory(wiring.Component):
         Register the old row between the block RAM and the adders (default True). It costs a
         cycle of ``write_latency`` and about ``4 * 32 * cols`` flip-flops, which the smallest
         FPGAs cannot spare.
+    split_carry : bool
+        Add the sums' two halves in consecutive cycles (default False), for a carry chain half
+        as long: a cycle more of ``write_latency``, about ``50 * cols + 2 * ceil_log2(depth)``
+        flip-flops more. Needs ``read_register`` False: the two cycles together would exceed
+        :data:`WRITE_LATENCY`.
     read_buffer : bool
         Pass read responses through a queue of two registers, so that ``r_addr.ready`` does not
         depend on ``r_data.ready`` (default True; read latency 2;
@@ -97,13 +109,22 @@ class AccumulatorMemory(wiring.Component):
         Read responses, one per request, in order.
     """
     def __init__(self, cols=8, depth=1024, *, read_register=True, read_buffer=True,
-                 output_register=False):
+                 output_register=False, split_carry=False):
         check_int(self, "Column count", cols, 1, MAX_WIDTH)
         check_int(self, "Depth", depth, 1, MAX_DEPTH)
         if not isinstance(read_register, bool):
             self._MustUse__silence = True
             raise TypeError(f"Read register must be a bool, not {read_register!r}")
         check_read_options(self, read_buffer, output_register)
+        if not isinstance(split_carry, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"split_carry must be a bool, not {split_carry!r}")
+        if split_carry and read_register:
+            self._MustUse__silence = True
+            raise ValueError(f"split_carry needs read_register=False: with both, a write would "
+                             f"take {WRITE_LATENCY + 1} cycles to be seen, more than the "
+                             f"WRITE_LATENCY ({WRITE_LATENCY}) the controller waits out")
+        self._split_carry = split_carry
         self._read_buffer = read_buffer
         self._output_register = output_register
         self._cols = cols
@@ -129,6 +150,10 @@ class AccumulatorMemory(wiring.Component):
         return self._read_register
 
     @property
+    def split_carry(self):
+        return self._split_carry
+
+    @property
     def read_buffer(self):
         return self._read_buffer
 
@@ -149,20 +174,35 @@ class AccumulatorMemory(wiring.Component):
 
     @property
     def write_latency(self):
-        """A read accepted this many cycles or more after a write sees it."""
-        return 3 if self._read_register else 2
+        """A read accepted this many cycles or more after a write sees it: 2, one more with
+        ``read_register`` or ``split_carry``."""
+        return 3 if self._read_register or self._split_carry else 2
 
     def elaborate(self, platform):
         m = Module()
         cols, depth = self._cols, self._depth
 
+        # The slices of each sum that are added in turn, (name, first bit, width): the whole sum
+        # at once, or with `split_carry` the low half and, a cycle later, the high half. Each
+        # slice has its own read-modify-write pipeline and block RAMs, the high half's running
+        # a cycle behind the low half's, on the writes the low half's first stage holds.
+        if self._split_carry:
+            slices = [("lo", 0, 16), ("hi", 16, 16)]
+        else:
+            slices = [("", 0, 32)]
+
         # With the read register the read port's collisions are repaired by forwarding, so
         # that nothing stands between the block RAM and that register; without it the port is
         # transparent: a read sees the write done in the same cycle.
         attrs = {COLLISIONS_BYPASSED: 1} if self._read_register else None
-        m.submodules.memory = memory = Memory(shape=self._row, depth=depth, init=[], attrs=attrs)
-        write = memory.write_port()
-        rmw_read = memory.read_port(transparent_for=() if self._read_register else (write,))
+        memories = []
+        for name, _, width in slices:
+            shape = self._row if not name else data.ArrayLayout(width, cols)
+            memory = Memory(shape=shape, depth=depth, init=[], attrs=attrs)
+            m.submodules["_".join(filter(None, ("memory", name)))] = memory
+            write = memory.write_port()
+            rmw_read = memory.read_port(transparent_for=() if self._read_register else (write,))
+            memories.append((write, rmw_read))
         # The copy for reads; with the output register its read port repairs its own
         # collisions instead (connect_read_port).
         attrs = {COLLISIONS_BYPASSED: 1} if self._output_register else None
@@ -172,24 +212,70 @@ class AccumulatorMemory(wiring.Component):
         out_read = out_memory.read_port(
             transparent_for=() if self._output_register else (out_write,))
 
+        m.d.comb += self.w.ready.eq(1)
+        a_valid, a = self.w.valid, self.w.payload
+        carry = None
+        written = []
+        for (name, first, width), (write, rmw_read) in zip(slices, memories):
+            s_valid, s, a_valid, a, carry = self._slice(
+                m, name, first, width, write, rmw_read, a_valid, a, carry)
+            written.append((s_valid, s))
+
+        if self._split_carry:
+            # The copy takes whole sums: the low half waits a cycle for the high half.
+            (_, s_lo), (s_valid, s_hi) = written
+            w_lo = Signal(data.ArrayLayout(16, cols), name="w_lo_row", reset_less=True)
+            m.d.sync += w_lo.eq(s_lo.row)
+            m.d.comb += [
+                out_write.en.eq(s_valid),
+                out_write.addr.eq(s_hi.addr),
+                out_write.data.eq(Cat(Cat(w_lo[j], s_hi.row[j]) for j in range(cols))),
+            ]
+        else:
+            s_valid, s = written[0]
+            m.d.comb += [
+                out_write.en.eq(s_valid),
+                out_write.addr.eq(s.addr),
+                out_write.data.eq(s.row),
+            ]
+
+        connect_read_port(m, out_read, self.r_addr, self.r_data, name="out_read",
+                          buffer=self._read_buffer, output_register=self._output_register,
+                          write_port=out_write)
+
+        return m
+
+    def _slice(self, m, name, first, width, write, rmw_read, a_valid, a, carry):
+        """One slice's read-modify-write pipeline, for the writes ``a`` (valid ``a_valid``).
+
+        ``carry`` (None for the first slice) holds the carries into the slice's sums, one per
+        column, in the cycle it adds. Returns the stage that writes the slice's sums (valid
+        and ``addr``, ``row``), the stage after ``a`` (the next slice's writes) and the
+        registered carries out of the slice's sums (None for a whole sum).
+        """
+        cols, depth = self._cols, self._depth
+        row = self._row if not name else data.ArrayLayout(width, cols)
+
+        def named(base):
+            return f"{name}_{base}" if name else base
+
         # Pipeline registers, by stage: `b_` holds the write while its old row is read, `r_`
         # (with the read register) the old row as read and the write, `s_` the sum being
         # written, `t_` and `u_` (with the read register) the sums written one and two cycles
         # ago. Stage `a` is the write being accepted on `w`. Only the valid bits need a reset.
-        b = Signal(AccumulatorWrite(cols, depth), name="b_write", reset_less=True)
-        b_valid = Signal(name="b_valid")
-        s = Signal(data.StructLayout({"addr": range(depth), "row": self._row}), name="s_write",
+        b = Signal(AccumulatorWrite(cols, depth), name=named("b_write"), reset_less=True)
+        b_valid = Signal(name=named("b_valid"))
+        s = Signal(data.StructLayout({"addr": range(depth), "row": row}), name=named("s_write"),
                    reset_less=True)
-        s_valid = Signal(name="s_valid")
+        s_valid = Signal(name=named("s_valid"))
 
         m.d.comb += [
-            self.w.ready.eq(1),
-            rmw_read.en.eq(self.w.valid),
-            rmw_read.addr.eq(self.w.payload.addr),
+            rmw_read.en.eq(a_valid),
+            rmw_read.addr.eq(a.addr),
         ]
         m.d.sync += [
-            b_valid.eq(self.w.valid),
-            b.eq(self.w.payload),
+            b_valid.eq(a_valid),
+            b.eq(a),
         ]
 
         # The stage that adds (`add`, its old row as read `read`) and the one before it, where
@@ -216,7 +302,7 @@ class AccumulatorMemory(wiring.Component):
             before = b
         else:
             add, add_valid, read = b, b_valid, rmw_read.data
-            before = self.w.payload
+            before = a
 
         # The row `add` adds to. Its read saw every write done before it; missing are the sum
         # in `s` (written now) and, with the read register, those in `t` and `u` (written one
@@ -225,8 +311,8 @@ class AccumulatorMemory(wiring.Component):
         # decisions and the `accumulate` flag each select 32 * C bits across the adders, so
         # every column has copies of its own, which synthesis keeps apart (`keep`): one
         # flip-flop driving them all was the ULX3S's critical path (8.4 ns of routing).
-        def copies(name):
-            return [Signal(name=f"{name}{j}", attrs={"keep": 1}) for j in range(cols)]
+        def copies(base):
+            return [Signal(name=f"{named(base)}{j}", attrs={"keep": 1}) for j in range(cols)]
 
         forward_s = copies("forward_s")
         forward_t = copies("forward_t") if self._read_register else None
@@ -242,30 +328,42 @@ class AccumulatorMemory(wiring.Component):
                     forward_t[j].eq(s_valid & (s.addr == before.addr)),
                     forward_u[j].eq(t_valid & (t_addr == before.addr)),
                 ]
-        old = Signal(self._row, name="old_row")
+        old = Signal(row, name=named("old_row"))
         for j in range(cols):
             column = read[j]
             if self._read_register:
                 column = Mux(forward_t[j], t_row[j], Mux(forward_u[j], u_row[j], column))
             m.d.comb += old[j].eq(Mux(forward_s[j], s.row[j], column))
 
-        # Assigning to a 32-bit element drops the carry: the wrap-around is two's complement.
         m.d.sync += [
             s_valid.eq(add_valid),
             s.addr.eq(add.addr),
         ]
-        for j in range(cols):
-            m.d.sync += s.row[j].eq(Mux(accumulate[j], old[j], 0) + add.data[j])
+        if not name:
+            # Assigning to a 32-bit element drops the carry: the wrap-around is two's complement.
+            for j in range(cols):
+                m.d.sync += s.row[j].eq(Mux(accumulate[j], old[j], 0) + add.data[j])
+            carry_out = None
+        else:
+            # A carry in enters the chain through a bit below the operands (1 + carry carries
+            # exactly when carry is set), so that each half is one carry chain; the high half
+            # drops its carry out: the wrap-around is two's complement.
+            carry_out = Signal(cols, name=named("carry")) if carry is None else None
+            for j in range(cols):
+                operand = add.data[j][first:first + width]
+                if carry is None:
+                    total = Mux(accumulate[j], old[j], 0) + operand
+                    m.d.sync += [
+                        s.row[j].eq(total[:width]),
+                        carry_out[j].eq(total[width]),
+                    ]
+                else:
+                    total = Cat(1, Mux(accumulate[j], old[j], 0)) + Cat(carry[j], operand)
+                    m.d.sync += s.row[j].eq(total[1:width + 1])
 
-        for port in (write, out_write):     # the storage and its copy for reads
-            m.d.comb += [
-                port.en.eq(s_valid),
-                port.addr.eq(s.addr),
-                port.data.eq(s.row),
-            ]
-
-        connect_read_port(m, out_read, self.r_addr, self.r_data, name="out_read",
-                          buffer=self._read_buffer, output_register=self._output_register,
-                          write_port=out_write)
-
-        return m
+        m.d.comb += [
+            write.en.eq(s_valid),
+            write.addr.eq(s.addr),
+            write.data.eq(s.row),
+        ]
+        return s_valid, s, b_valid, b, carry_out

@@ -15,12 +15,14 @@ EDGE_SUMS = [INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX]
 #: Builds of the memory: as the boards with timing registers build it (the block RAM's output
 #: registered in the read-modify-write pipeline, read responses through the block RAM's own
 #: output register and a queue: ECP5, Gowin), without the output register, and with none of
-#: them (iCE40).
+#: them, and with none of them but the sums added in two halves (iCE40).
 READ_REGISTER = pytest.mark.parametrize("options", [
     {"read_register": True, "read_buffer": True, "output_register": True},
     {"read_register": True, "read_buffer": True, "output_register": False},
     {"read_register": False, "read_buffer": False, "output_register": False},
-], ids=["output_register", "read_buffer", "no_read_register"])
+    {"read_register": False, "read_buffer": False, "output_register": False,
+     "split_carry": True},
+], ids=["output_register", "read_buffer", "no_read_register", "split_carry"])
 
 
 def built(cols, depth, options):
@@ -139,11 +141,29 @@ def test_wrap_rule(options):
     assert run.responses[0][0][0] == INT32_MIN and run.responses[0][0][1] == INT32_MAX
 
 
+@pytest.mark.parametrize("gap", [0, 1, 2])
+@READ_REGISTER
+def test_carries_between_halves(gap, options):
+    # Accumulates whose low 16 bits carry (or borrow) into the high 16 bits on every write or
+    # every other one, back to back and `gap` cycles apart: the split carry's register between
+    # the halves must pair each carry with its own sum, also when the old row is forwarded.
+    steps = [0x8000, 0xFFFF, -1, -0x8000, 0x10000 - 3]
+    cols, depth = len(steps), 2
+    writes = [write(0, [0xFFFF, 0x7FFF8000, 0, -0x10000, INT32_MAX], 0)]
+    writes += [write(0, steps, 1) for _ in range(9)]
+    writes.insert(4, write(1, [-0x8000] * cols, 1))
+    run = run_memory(built(cols, depth, options), AccumulatorModel(cols, depth), writes,
+                     read_all(depth), gaps=[gap] * len(writes),
+                     read_delay=(gap + 1) * len(writes) + 3)
+    assert run.responses == run.expected
+    total = np.array(writes[0][1][1], dtype=np.int64) + 9 * np.array(steps, dtype=np.int64)
+    assert run.responses[0][0] == list(wrap_int32(total))
+
+
 @READ_REGISTER
 def test_read_write_ordering(options):
-    # A read returns the writes accepted `write_latency` (2, or 3 with the read register) or more
-    # cycles before it, not later
-    # ones, which are still in the pipeline. Reads of an entry on every cycle around a write
+    # A read returns the writes accepted `write_latency` (2, or 3 with the read register or the
+    # split carry) or more cycles before it, not later ones, which are still in the pipeline. Reads of an entry on every cycle around a write
     # show exactly when the change appears.
     cols, depth = 2, 2
     dut = built(cols, depth, options)
@@ -163,7 +183,7 @@ def test_read_write_ordering(options):
     assert before in expected and after in expected
     assert [data for data, _ in run.responses] == expected
     assert run.responses == run.expected
-    assert dut.write_latency == (3 if options["read_register"] else 2)
+    assert dut.write_latency == (3 if options["read_register"] or dut.split_carry else 2)
 
 
 @READ_REGISTER
@@ -207,6 +227,10 @@ def test_interface():
     Fragment.get(dut, None)
     dut = AccumulatorMemory(cols=5, depth=9, read_register=False, read_buffer=False)
     assert (dut.read_latency, dut.write_latency, dut.read_register) == (1, 2, False)
+    assert not dut.split_carry
+    Fragment.get(dut, None)
+    dut = AccumulatorMemory(cols=5, depth=9, read_register=False, split_carry=True)
+    assert (dut.read_latency, dut.write_latency, dut.split_carry) == (2, 3, True)
     Fragment.get(dut, None)
 
 
@@ -219,6 +243,11 @@ def test_bad_read_register():
         AccumulatorMemory(4, 4, output_register=1)
     with pytest.raises(ValueError, match="output_register needs read_buffer"):
         AccumulatorMemory(4, 4, read_buffer=False, output_register=True)
+    with pytest.raises(TypeError, match="split_carry must be a bool, not 'no'"):
+        AccumulatorMemory(4, 4, read_register=False, split_carry="no")
+    with pytest.raises(ValueError, match=r"split_carry needs read_register=False: .* take 4 "
+                                         r"cycles .* WRITE_LATENCY \(3\)"):
+        AccumulatorMemory(4, 4, split_carry=True)
 
 
 @pytest.mark.parametrize("cols, depth, error, message", [
