@@ -738,7 +738,8 @@ class Controller(wiring.Component):
     WEIGHTS_FULL against the ``pending`` tile bit) and then *retired*: a failed instruction at
     once (it records the first error since the last SYNC), a good one when the scoreboard
     lets it issue to its unit. The hazard checks and the verdict are registered, so a word
-    retires three cycles after its last byte: 10 cycles per word at best. After WRITE_UB,
+    retires three cycles after its last byte: 10 cycles per word at best (four and 11 with
+    ``overlap_register``). After WRITE_UB,
     WRITE_WM or SET_PPU the byte stream belongs to the :class:`~rtl.host_link.PayloadReceiver`
     until the payload and its padding are in (also when the instruction failed). An illegal
     opcode sends an ERROR packet and enters the faulted state, where words are dropped unseen
@@ -798,6 +799,10 @@ class Controller(wiring.Component):
     range_register : bool
         Register the scoreboard's candidate row ranges as a word is decoded (default False):
         about 60 flip-flops, for a shorter path into the overlap checks.
+    overlap_register : bool
+        Register each overlap check of the scoreboard on its own, the hazards a cycle later
+        (default False): a gate or two after the comparators instead of three or four, for a
+        dozen flip-flops and a cycle more per instruction word (11 instead of 10).
     read_latency : int
         The unified buffer's and accumulator's read latency, 1 to 3 (default 3; a longer one
         than the memories' costs nothing but a counter per shared port): with 1, every response
@@ -825,13 +830,18 @@ class Controller(wiring.Component):
         to tell the host that an answer is complete).
     """
     def __init__(self, geometry, *, counter_bits=COUNTER_BITS, row_register=False,
-                 range_register=False, read_latency=3):
+                 range_register=False, overlap_register=False,
+                 read_latency=3):
         check_geometry(self, geometry)
         check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
         if not isinstance(range_register, bool):
             self._MustUse__silence = True
             raise TypeError(f"range_register must be a bool, not {range_register!r}")
         self._range_register = range_register
+        if not isinstance(overlap_register, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"overlap_register must be a bool, not {overlap_register!r}")
+        self._overlap_register = overlap_register
         check_int(self, "Read latency", read_latency, 1, 3)
         self._read_latency = read_latency
         self._counter_bits = counter_bits
@@ -864,6 +874,10 @@ class Controller(wiring.Component):
     @property
     def range_register(self):
         return self._range_register
+
+    @property
+    def overlap_register(self):
+        return self._overlap_register
 
     @property
     def geometry(self):
@@ -1126,17 +1140,47 @@ class Controller(wiring.Component):
         # registers hold the current word's checks: a word retires 3 cycles after its last
         # byte (10 cycles a word).
         checked = Signal()
-        m.d.sync += [
-            checked.eq(word_full & ~retire),
-            ub_written.eq(act.busy & overlaps(ub_range, act.write_range)),
-            ub_read.eq((tx.reading_ub & overlaps(ub_range, ub_reading)) |
-                       (mm.feeding & overlaps(ub_range, mm.read_range)) |
-                       (mm.queued & overlaps(ub_range, mm.queued_range))),
-            acc_written.eq(Cat(mm.acc_writes[k].valid & overlaps(acc_range, mm.acc_writes[k].range)
-                               for k in range(MATMUL_QUEUE)).any()),
-            acc_read.eq((act.reading | tx.reading_acc) & overlaps(acc_range, acc_reading)),
-            wm_read.eq(loader.reading & overlaps(wm_range, loader.read_range)),
-        ]
+        if self._overlap_register:
+            # Each overlap check (a unit's flag and its range's two compares) is registered on
+            # its own, and the hazards are the OR of those registers, a cycle later: the
+            # comparators' cycle holds one or two gates after them, the hazards' one. Each
+            # register sees a unit's flag and range from the same cycle, so the hazards are as
+            # consistent as they were, two cycles old: still at worst just cleared. A word
+            # retires 4 cycles after its last byte (11 cycles a word).
+            checks = [
+                ("ub_written", ub_written, [act.busy & overlaps(ub_range, act.write_range)]),
+                ("ub_read", ub_read, [tx.reading_ub & overlaps(ub_range, ub_reading),
+                                      mm.feeding & overlaps(ub_range, mm.read_range),
+                                      mm.queued & overlaps(ub_range, mm.queued_range)]),
+                ("acc_written", acc_written, [
+                    mm.acc_writes[k].valid & overlaps(acc_range, mm.acc_writes[k].range)
+                    for k in range(MATMUL_QUEUE)]),
+                ("acc_read", acc_read, [(act.reading | tx.reading_acc) &
+                                        overlaps(acc_range, acc_reading)]),
+                ("wm_read", wm_read, [loader.reading & overlaps(wm_range, loader.read_range)]),
+            ]
+            checked_first = Signal()    # the checks' registers hold the current word's
+            m.d.sync += [
+                checked_first.eq(word_full & ~retire),
+                checked.eq(checked_first & word_full & ~retire),
+            ]
+            for name, hazard, terms in checks:
+                registers = [Signal(name=f"check_{name}{k}") for k in range(len(terms))]
+                m.d.sync += [register.eq(term) for register, term in zip(registers, terms)]
+                m.d.sync += hazard.eq(Cat(registers).any())
+        else:
+            m.d.sync += [
+                checked.eq(word_full & ~retire),
+                ub_written.eq(act.busy & overlaps(ub_range, act.write_range)),
+                ub_read.eq((tx.reading_ub & overlaps(ub_range, ub_reading)) |
+                           (mm.feeding & overlaps(ub_range, mm.read_range)) |
+                           (mm.queued & overlaps(ub_range, mm.queued_range))),
+                acc_written.eq(Cat(mm.acc_writes[k].valid &
+                                   overlaps(acc_range, mm.acc_writes[k].range)
+                                   for k in range(MATMUL_QUEUE)).any()),
+                acc_read.eq((act.reading | tx.reading_acc) & overlaps(acc_range, acc_reading)),
+                wm_read.eq(loader.reading & overlaps(wm_range, loader.read_range)),
+            ]
         all_idle = Signal()
         m.d.comb += [
             all_idle.eq(~loader.busy & mm.idle & ~act.busy & ~tx.busy & ~rx.busy),

@@ -76,7 +76,8 @@ def _below(row, end):
 
 
 def overlaps(x, y):
-    """Whether two :class:`RowRange` values share a row."""
+    """Whether two :class:`RowRange` values share a row (an empty range strictly inside the
+    other counts too: a hazard too many only delays an instruction)."""
     return _below(x.lo, y.hi) & _below(y.lo, x.hi)
 
 

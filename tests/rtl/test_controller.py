@@ -15,7 +15,8 @@ from firmware.isa import (SYNC_WORD, Counter, ErrorCode, Flag, Geometry, Instruc
 from rtl.accelerator import Accelerator
 from rtl.controller import MATMUL_QUEUE, Controller, MatmulUnit, _exceeds, _share_read_port
 from rtl.counters import PerformanceCounters
-from rtl.host_link import (PayloadKind, PayloadReceiver, ResponseKind, ResponseSender)
+from rtl.host_link import (PayloadKind, PayloadReceiver, ResponseKind, ResponseSender,
+                            RowRange, overlaps)
 from rtl.unified_buffer import ReadRequest, ReadResponse, UnifiedBuffer
 from sim.accelerator_driver import run_accelerator
 from sim.golden.accelerator import AcceleratorModel
@@ -490,24 +491,28 @@ HAZARDS = {
 }
 
 
+@pytest.mark.parametrize("overlap_register", [False, True])
 @pytest.mark.parametrize("case", list(HAZARDS))
-def test_hazards(case):
+def test_hazards(case, overlap_register):
     # Instructions back to back with no NOP padding: the results equal the model's, and the
     # last one is held (the byte after its word is taken late) exactly when it conflicts with
-    # one still in flight.
+    # one still in flight; with the overlap checks registered one by one, a cycle later.
     body, conflict = HAZARDS[case]
     rng = np.random.default_rng(len(case))
     setup = setup_data(G44, rng, 48)
     program = encode(*setup, *body, I.sync())
     taken = []
-    packets = run(program, G44, input_cycles=taken)
+    dut = Accelerator(G44, overlap_register=overlap_register)
+    packets = run(program, G44, input_cycles=taken, dut=dut)
     assert packets[-1] == status(ErrorCode.OK, 0)
     last = len(encode(*setup, *body[:-1])) + 7            # the last byte of its word
     # Without a wait, the word retires RETIRE cycles after its last byte, and the next byte is
     # taken in that same cycle (in the next one if it is a payload byte).
     payload = body[-1].opcode in (Opcode.WRITE_UB, Opcode.WRITE_WM, Opcode.SET_PPU)
-    waited = taken[last + 1] - taken[last] - RETIRE - payload
+    waited = taken[last + 1] - taken[last] - RETIRE - overlap_register - payload
     assert (waited > 0) == conflict, waited
+    if not conflict:
+        assert waited == 0
 
 
 def test_weight_memory_hazards():
@@ -624,6 +629,12 @@ def test_controller_interface():
 def test_bad_range_register():
     with pytest.raises(TypeError, match="range_register must be a bool, not 1"):
         Controller(G23, range_register=1)
+
+
+def test_bad_overlap_register():
+    with pytest.raises(TypeError, match="overlap_register must be a bool, not 'yes'"):
+        Controller(G23, overlap_register="yes")
+    assert Controller(G23, overlap_register=True).overlap_register
 
 
 def test_bad_matmul_skid():
@@ -760,6 +771,34 @@ def test_ranges_at_the_end(name):
     packets = run(program, g, stall=0.2)
     statuses = [packet for packet in packets if packet.tag == Tag.STATUS][1:]
     assert statuses == [status(code, 0) for _, code in cases]
+
+
+
+@pytest.mark.parametrize("depth", [1, 5, 8])
+def test_overlaps_every_pair_of_ranges(depth):
+    # The scoreboard's overlap check (one comparator per row as wide as the row, and a gate for
+    # the end's top bit), for every pair of ranges: two nonempty ranges overlap when they share
+    # a row; an empty one lying strictly inside the other counts as overlapping too (a hazard
+    # too many only delays an instruction).
+    x, y = Signal(RowRange(depth)), Signal(RowRange(depth))
+    m = Module()
+    overlap = Signal()
+    m.d.comb += overlap.eq(overlaps(x, y))
+    ranges = [(lo, hi) for lo in range(depth) for hi in range(depth + 1)]
+
+    async def testbench(ctx):
+        for x_lo, x_hi in ranges:
+            ctx.set(x, {"lo": x_lo, "hi": x_hi})
+            for y_lo, y_hi in ranges:
+                ctx.set(y, {"lo": y_lo, "hi": y_hi})
+                expected = int(x_lo < y_hi and y_lo < x_hi)
+                if x_lo < x_hi and y_lo < y_hi:
+                    assert expected == bool(set(range(x_lo, x_hi)) & set(range(y_lo, y_hi)))
+                assert ctx.get(overlap) == expected, (x_lo, x_hi, y_lo, y_hi)
+
+    sim = Simulator(m)          # combinational: no clock
+    sim.add_testbench(testbench)
+    sim.run()
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 5, 7])
