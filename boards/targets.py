@@ -49,6 +49,13 @@ class Board:
         Build the bit-serial PPU (:class:`rtl.serial_ppu.SerialPostProcessor`): a fraction of
         the pipelined PPU's logic, for the FPGA that is full, where ACTIVATE's speed does not
         matter next to the UART's.
+    split_carry : bool
+        The accumulator memory adds its sums' halves in consecutive cycles
+        (:class:`rtl.accelerator.Accelerator`'s ``split_carry``; needs ``timing_registers``
+        False).
+    overlap_register : bool
+        The scoreboard's overlap checks registered one by one
+        (:class:`rtl.accelerator.Accelerator`'s ``overlap_register``).
     timing_registers : bool
         The accelerator's registers that only shorten paths
         (:class:`rtl.accelerator.Accelerator`): faster, but the smallest FPGA has no room for
@@ -89,6 +96,8 @@ class Board:
     timing_registers: bool = True
     range_register: bool = None
     serial_ppu: bool = False
+    split_carry: bool = False
+    overlap_register: bool = False
     seed: int = 1
 
     def make_platform(self, *, get_multiplier=None, get_ppu_multiplier=None):

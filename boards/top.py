@@ -64,7 +64,9 @@ class BoardTop(Elaboratable):
                                           counter_bits=board.counter_bits,
                                           timing_registers=board.timing_registers,
                                           range_register=board.range_register,
-                                          serial_ppu=serial_ppu)
+                                          serial_ppu=serial_ppu,
+                                          split_carry=board.split_carry,
+                                          overlap_register=board.overlap_register)
         except Exception:
             self._MustUse__silence = True
             if hasattr(self, "pll"):

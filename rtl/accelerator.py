@@ -70,6 +70,16 @@ class Accelerator(wiring.Component):
         takes ``C * max(67, 44 + shift) + 1`` cycles a row (``row_cycles``); for FPGAs whose
         host link is far slower than that anyway. ``ppu_lanes`` must then be None. Programs
         compute the same either way.
+    overlap_register : bool
+        Each of the scoreboard's overlap checks registered on its own (default False;
+        :class:`rtl.controller.Controller`'s ``overlap_register``): a cycle more per
+        instruction word.
+    split_carry : bool
+        The accumulator memory adds its sums' two halves in consecutive cycles
+        (:class:`rtl.accumulator.AccumulatorMemory`'s ``split_carry``; default False): a carry
+        chain half as long in its adders' cycle, for about ``50 * C`` flip-flops. Only without
+        ``timing_registers``, whose read register costs the same cycle of write latency; the
+        controller waits the same either way, so programs take as many cycles.
 
     Members
     -------
@@ -82,7 +92,8 @@ class Accelerator(wiring.Component):
         more bytes go in (:attr:`rtl.controller.Controller.idle`).
     """
     def __init__(self, geometry=Geometry(), *, ppu_lanes=None, counter_bits=COUNTER_BITS,
-                 timing_registers=True, range_register=None, serial_ppu=False):
+                 timing_registers=True, range_register=None, serial_ppu=False,
+                 split_carry=False, overlap_register=False):
         if not isinstance(geometry, Geometry):
             self._MustUse__silence = True
             raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
@@ -109,6 +120,19 @@ class Accelerator(wiring.Component):
             self._MustUse__silence = True
             raise TypeError(f"range_register must be a bool or None, not {range_register!r}")
         self._range_register = range_register
+        if not isinstance(split_carry, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"split_carry must be a bool, not {split_carry!r}")
+        if split_carry and timing_registers:
+            self._MustUse__silence = True
+            raise ValueError("split_carry needs timing_registers=False (the accumulator's read "
+                             "register and the split carry would each add a cycle of write "
+                             "latency)")
+        self._split_carry = split_carry
+        if not isinstance(overlap_register, bool):
+            self._MustUse__silence = True
+            raise TypeError(f"overlap_register must be a bool, not {overlap_register!r}")
+        self._overlap_register = overlap_register
         self._geometry = geometry
         self._ppu_lanes = ppu_lanes
         self._serial_ppu = serial_ppu
@@ -141,6 +165,16 @@ class Accelerator(wiring.Component):
         """Whether the scoreboard's candidate ranges are registered at decode."""
         return self._range_register
 
+    @property
+    def split_carry(self):
+        """Whether the accumulator memory adds its sums' halves in consecutive cycles."""
+        return self._split_carry
+
+    @property
+    def overlap_register(self):
+        """Whether each of the scoreboard's overlap checks is registered on its own."""
+        return self._overlap_register
+
     def elaborate(self, platform):
         m = Module()
         g = self._geometry
@@ -154,10 +188,11 @@ class Accelerator(wiring.Component):
             output_register=self._timing_registers)
         acc = AccumulatorMemory(
             g.cols, g.acc_depth, read_register=self._timing_registers,
-            read_buffer=self._timing_registers, output_register=self._timing_registers)
+            read_buffer=self._timing_registers, output_register=self._timing_registers,
+            split_carry=self._split_carry)
         m.submodules.controller     = controller = Controller(
             g, counter_bits=self._counter_bits, row_register=self._timing_registers,
-            range_register=self._range_register,
+            range_register=self._range_register, overlap_register=self._overlap_register,
             read_latency=max(ub.read_latency, acc.read_latency))
         m.submodules.unified_buffer = ub
         m.submodules.weight_memory  = wm

@@ -44,6 +44,8 @@ class SerialAccelerator(wiring.Component):
     timing_registers : bool
     range_register : bool or None
     serial_ppu : bool
+    split_carry : bool
+    overlap_register : bool
         Passed to :class:`~rtl.accelerator.Accelerator`.
 
     Members
@@ -57,7 +59,8 @@ class SerialAccelerator(wiring.Component):
     """
     def __init__(self, geometry=Geometry(), *, clk_freq, baud=3_000_000,
                  max_payload=MAX_PAYLOAD, ppu_lanes=None, counter_bits=64,
-                 timing_registers=True, range_register=None, serial_ppu=False):
+                 timing_registers=True, range_register=None, serial_ppu=False,
+                 split_carry=False, overlap_register=False):
         if not isinstance(geometry, Geometry):
             self._MustUse__silence = True
             raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
@@ -82,7 +85,9 @@ class SerialAccelerator(wiring.Component):
                                             counter_bits=counter_bits,
                                             timing_registers=timing_registers,
                                             range_register=range_register,
-                                            serial_ppu=serial_ppu)
+                                            serial_ppu=serial_ppu,
+                                            split_carry=split_carry,
+                                            overlap_register=overlap_register)
         except Exception:
             self._MustUse__silence = True
             for part in ("_uart_rx", "_uart_tx", "_bridge", "_lights"):
@@ -126,6 +131,14 @@ class SerialAccelerator(wiring.Component):
     @property
     def serial_ppu(self):
         return self._accelerator.serial_ppu
+
+    @property
+    def split_carry(self):
+        return self._accelerator.split_carry
+
+    @property
+    def overlap_register(self):
+        return self._accelerator.overlap_register
 
     def elaborate(self, platform):
         m = Module()

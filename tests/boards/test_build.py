@@ -483,8 +483,12 @@ def test_board_top_defaults():
         assert top.core.range_register == (board.timing_registers
                                            if board.range_register is None
                                            else board.range_register)
+        assert top.core.split_carry == board.split_carry
+        assert top.core.overlap_register == board.overlap_register
     assert BOARDS["icebreaker"].range_register       # room for them with the serial PPU
     assert not BOARDS["icebreaker"].timing_registers      # no room for it on the UP5K
+    for name in ("ulx3s-85f", "tangnano9k"):
+        assert not BOARDS[name].split_carry and not BOARDS[name].overlap_register
     top = BoardTop(BOARDS["icebreaker"], Geometry(rows=1, cols=1), clock=12e6)
     _silence(top)
     assert top.pll.bypassed and top.clock == 12e6

@@ -454,14 +454,48 @@ def test_bad_range_register_option():
         Accelerator(Geometry(2, 3, 8, 4, 8), range_register=1)
 
 
-def test_random_programs_range_register_alone():
-    # The smallest FPGA's configuration: no timing registers but the range registers, with
-    # the serial PPU, against the model.
+@pytest.mark.parametrize("options, error, message", [
+    ({"split_carry": 1}, TypeError, "split_carry must be a bool, not 1"),
+    ({"overlap_register": "yes"}, TypeError, "overlap_register must be a bool, not 'yes'"),
+    ({"split_carry": True}, ValueError,
+     r"split_carry needs timing_registers=False \(the accumulator's read register and the "
+     r"split carry would each add a cycle of write latency\)"),
+])
+def test_bad_path_options(options, error, message):
+    with pytest.raises(error, match=message):
+        Accelerator(Geometry(2, 3, 8, 4, 8), **options)
+
+
+def test_path_options_reach_their_units():
+    dut = Accelerator(Geometry(2, 3, 8, 4, 8), timing_registers=False, split_carry=True,
+                      overlap_register=True)
+    assert dut.split_carry and dut.overlap_register
+    fragment = Fragment.get(dut, None)
+    acc = fragment.find_subfragment("accumulator").origins[0]
+    controller = fragment.find_subfragment("controller").origins[0]
+    assert acc.split_carry and acc.write_latency == 3
+    assert controller.overlap_register
+    dut = Accelerator(Geometry(2, 3, 8, 4, 8))
+    fragment = Fragment.get(dut, None)
+    assert not fragment.find_subfragment("accumulator").origins[0].split_carry
+    assert not fragment.find_subfragment("controller").origins[0].overlap_register
+
+
+@pytest.mark.parametrize("seed, options", [
+    (7, {}),
+    (8, {"split_carry": True}),
+    (9, {"overlap_register": True}),
+    (10, {"split_carry": True, "overlap_register": True}),
+], ids=["range_register", "split_carry", "overlap_register", "icebreaker"])
+def test_random_programs_smallest_fpga(seed, options):
+    # The smallest FPGA's configurations: no timing registers but the range registers, with
+    # the serial PPU, and the options that shorten its paths, against the model.
     g = Geometry(2, 2, 16, 8, 16)
-    rng = np.random.default_rng([7, 2, 2])
+    rng = np.random.default_rng([seed, 2, 2])
     program = random_program(rng, g, 24)
-    check_against_model(g, program, seed=7, dut=Accelerator(
-        g, timing_registers=False, range_register=True, serial_ppu=True))
+    check_against_model(g, program, seed=seed, idle=0.1 * (seed - 7), stall=0.1 * (seed - 7),
+                        dut=Accelerator(g, timing_registers=False, range_register=True,
+                                        serial_ppu=True, **options))
 
 
 def test_quiet_end_without_response_length():
