@@ -447,9 +447,10 @@ def test_get_board():
     for name, board in BOARDS.items():
         assert get_board(name) is board and board.name == name
         assert board.family in FAMILIES
-    # The default seeds: the one that met the ULX3S's default clock (docs/boards.md), 1 else.
+    # The default seeds: the ones that met the ULX3S's and the iCEBreaker's default clocks
+    # (docs/boards.md), 1 else.
     assert {name: board.seed for name, board in BOARDS.items()} == {
-        "icebreaker": 1, "ulx3s-85f": 5, "tangnano9k": 1}
+        "icebreaker": 3, "ulx3s-85f": 5, "tangnano9k": 1}
     assert {board.bitstream for board in BOARDS.values()} == {".bin", ".bit", ".fs"}
     for bad in ("nope", "ICEBREAKER", "", None, 3):
         with pytest.raises(ValueError, match=r"^unknown board .*; known boards: icebreaker, "
@@ -487,6 +488,8 @@ def test_board_top_defaults():
         assert top.core.overlap_register == board.overlap_register
     assert BOARDS["icebreaker"].range_register       # room for them with the serial PPU
     assert not BOARDS["icebreaker"].timing_registers      # no room for it on the UP5K
+    # The paths that held the UP5K under 48 MHz; the other boards' RTL stays as it was built.
+    assert BOARDS["icebreaker"].split_carry and BOARDS["icebreaker"].overlap_register
     for name in ("ulx3s-85f", "tangnano9k"):
         assert not BOARDS[name].split_carry and not BOARDS[name].overlap_register
     top = BoardTop(BOARDS["icebreaker"], Geometry(rows=1, cols=1), clock=12e6)
