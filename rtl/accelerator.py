@@ -77,7 +77,7 @@ class Accelerator(wiring.Component):
     split_carry : bool
         The accumulator memory adds its sums' two halves in consecutive cycles
         (:class:`rtl.accumulator.AccumulatorMemory`'s ``split_carry``; default False): a carry
-        chain half as long in its adders' cycle, for about ``50 * C`` flip-flops. Only without
+        chain half as long in its adders' cycle, for about ``30 * C`` flip-flops. Only without
         ``timing_registers``, whose read register costs the same cycle of write latency; the
         controller waits the same either way, so programs take as many cycles.
 

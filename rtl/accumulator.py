@@ -88,8 +88,9 @@ class AccumulatorMemory(wiring.Component):
         FPGAs cannot spare.
     split_carry : bool
         Add the sums' two halves in consecutive cycles (default False), for a carry chain half
-        as long: a cycle more of ``write_latency``, about ``50 * cols + 2 * ceil_log2(depth)``
-        flip-flops more. Needs ``read_register`` False: the two cycles together would exceed
+        as long: a cycle more of ``write_latency``, and about ``60 * cols`` flip-flops more, of
+        which synthesis merges about half with copies already there (53 in all for 2 columns).
+        Needs ``read_register`` False: the two cycles together would exceed
         :data:`WRITE_LATENCY`.
     read_buffer : bool
         Pass read responses through a queue of two registers, so that ``r_addr.ready`` does not

@@ -163,8 +163,8 @@ def test_carries_between_halves(gap, options):
 @READ_REGISTER
 def test_read_write_ordering(options):
     # A read returns the writes accepted `write_latency` (2, or 3 with the read register or the
-    # split carry) or more cycles before it, not later ones, which are still in the pipeline. Reads of an entry on every cycle around a write
-    # show exactly when the change appears.
+    # split carry) or more cycles before it, not later ones, which are still in the pipeline.
+    # Reads of an entry on every cycle around a write show exactly when the change appears.
     cols, depth = 2, 2
     dut = built(cols, depth, options)
     old, new = [5, -7], [INT32_MAX, 100]
