@@ -114,14 +114,15 @@ def ppu_verilog(cols=8, lanes=None):
     return emit_verilog(PostProcessor(cols, lanes), TOPS["ppu"].module)
 
 
-def accelerator_verilog(geometry=None, ppu_lanes=None, timing_registers=True, serial_ppu=False):
+def accelerator_verilog(geometry=None, ppu_lanes=None, timing_registers=True, serial_ppu=False,
+                        **options):
     """Verilog for an :class:`rtl.accelerator.Accelerator` of any ``firmware.isa.Geometry``
-    (memory depths included), ``ppu_lanes``, ``timing_registers`` and ``serial_ppu``, top
-    module ``puce_accelerator``; the default geometry if None."""
+    (memory depths included), ``ppu_lanes``, ``timing_registers``, ``serial_ppu`` and its other
+    keyword ``options``, top module ``puce_accelerator``; the default geometry if None."""
     from firmware.isa import Geometry
     from .accelerator import Accelerator
     return emit_verilog(Accelerator(Geometry() if geometry is None else geometry,
                                     ppu_lanes=ppu_lanes,
                                     timing_registers=timing_registers,
-                                    serial_ppu=serial_ppu),
+                                    serial_ppu=serial_ppu, **options),
                         TOPS["accelerator"].module)

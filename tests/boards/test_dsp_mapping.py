@@ -295,11 +295,15 @@ def test_ecp5_netlist_matches_rtl(tmp_path, name):
 def test_ice40_accelerator_netlist_runs_programs(tmp_path, serial_ppu):
     """The whole accelerator as the iCEBreaker flow synthesizes it (2 x 2, the bit-serial PPU
     or one lane of the pipelined one, block RAMs and SB_MAC16s), under the plain Verilog bench:
-    a matmul and a dense layer through the PPU, byte for byte against the ISA model."""
+    a matmul and a dense layer through the PPU, byte for byte against the ISA model. With the
+    serial PPU, as the board builds it: the accumulator's split carry, the range and overlap
+    registers."""
     _require_iverilog()
     g = Geometry(rows=2, cols=2, ub_depth=64, wm_depth=32, acc_depth=32)
+    board = {"range_register": True, "split_carry": True, "overlap_register": True}
     (tmp_path / "acc.v").write_text(accelerator_verilog(
-        g, ppu_lanes=None if serial_ppu else 1, timing_registers=False, serial_ppu=serial_ppu))
+        g, ppu_lanes=None if serial_ppu else 1, timing_registers=False, serial_ppu=serial_ppu,
+        **(board if serial_ppu else {})))
     stat = _synthesize(tmp_path, "read_verilog acc.v", "puce_accelerator")
     # The array's four products, and the pipelined PPU's four partial products.
     macs = 4 if serial_ppu else 8
