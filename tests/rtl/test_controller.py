@@ -634,7 +634,9 @@ def test_bad_range_register():
 def test_bad_overlap_register():
     with pytest.raises(TypeError, match="overlap_register must be a bool, not 'yes'"):
         Controller(G23, overlap_register="yes")
-    assert Controller(G23, overlap_register=True).overlap_register
+    dut = Controller(G23, overlap_register=True)
+    assert dut.overlap_register
+    Fragment.get(dut, None)
 
 
 def test_bad_matmul_skid():
