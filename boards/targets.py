@@ -165,8 +165,9 @@ BOARDS = {board.name: board for board in [
         # 50.4 GOPS there (a 17 x 17's timing rip-up diverged at that clock, an 18 x 18 did
         # not route even for 78.125 MHz, and builds for 90 MHz have not met it). These builds
         # land within a megahertz of the clock whatever the seed (86.45-87.73 MHz for the
-        # 16 x 16 with seeds 1-5): seed 5 is the one that met it (docs/boards.md).
-        dsp_budget=76, seed=5,
+        # 16 x 16 with seeds 1-5), and router2 sometimes fails to finish: with the controller
+        # of stop 22, seeds 5-8 missed and seed 9 met it, 88.38 MHz (docs/boards.md).
+        dsp_budget=76, seed=9,
     ),
     Board(
         name="tangnano9k", title="Sipeed Tang Nano 9K", family="gowin",

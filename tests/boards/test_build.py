@@ -450,7 +450,7 @@ def test_get_board():
     # The default seeds: the ones that met the ULX3S's and the iCEBreaker's default clocks
     # (docs/boards.md), 1 else.
     assert {name: board.seed for name, board in BOARDS.items()} == {
-        "icebreaker": 3, "ulx3s-85f": 5, "tangnano9k": 1}
+        "icebreaker": 3, "ulx3s-85f": 9, "tangnano9k": 1}
     assert {board.bitstream for board in BOARDS.values()} == {".bin", ".bit", ".fs"}
     for bad in ("nope", "ICEBREAKER", "", None, 3):
         with pytest.raises(ValueError, match=r"^unknown board .*; known boards: icebreaker, "
