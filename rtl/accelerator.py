@@ -9,7 +9,7 @@ from .accumulator import AccumulatorMemory
 from .controller import Controller, MatmulRowTag
 from .counters import COUNTER_BITS
 from .mxu import MatrixUnit
-from .params import check_int
+from .params import check_bool, check_int
 from .ppu import PostProcessor
 from .serial_ppu import SerialPostProcessor
 from .unified_buffer import UnifiedBuffer
@@ -97,9 +97,7 @@ class Accelerator(wiring.Component):
         if not isinstance(geometry, Geometry):
             self._MustUse__silence = True
             raise TypeError(f"geometry must be a firmware.isa.Geometry, not {geometry!r}")
-        if not isinstance(serial_ppu, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"serial_ppu must be a bool, not {serial_ppu!r}")
+        check_bool(self, "serial_ppu", serial_ppu)
         if serial_ppu and ppu_lanes is not None:
             self._MustUse__silence = True
             raise ValueError(f"ppu_lanes must be None with serial_ppu (the serial PPU has no "
@@ -109,9 +107,7 @@ class Accelerator(wiring.Component):
         if not serial_ppu:
             check_int(self, "PPU lane count", ppu_lanes, 1, geometry.cols)
         check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
-        if not isinstance(timing_registers, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"timing_registers must be a bool, not {timing_registers!r}")
+        check_bool(self, "timing_registers", timing_registers)
         self._counter_bits = counter_bits
         self._timing_registers = timing_registers
         if range_register is None:
@@ -120,18 +116,14 @@ class Accelerator(wiring.Component):
             self._MustUse__silence = True
             raise TypeError(f"range_register must be a bool or None, not {range_register!r}")
         self._range_register = range_register
-        if not isinstance(split_carry, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"split_carry must be a bool, not {split_carry!r}")
+        check_bool(self, "split_carry", split_carry)
         if split_carry and timing_registers:
             self._MustUse__silence = True
             raise ValueError("split_carry needs timing_registers=False (the accumulator's read "
                              "register and the split carry would each add a cycle of write "
                              "latency)")
         self._split_carry = split_carry
-        if not isinstance(overlap_register, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"overlap_register must be a bool, not {overlap_register!r}")
+        check_bool(self, "overlap_register", overlap_register)
         self._overlap_register = overlap_register
         self._geometry = geometry
         self._ppu_lanes = ppu_lanes

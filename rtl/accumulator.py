@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int
+from .params import check_bool, check_int
 from .unified_buffer import (COLLISIONS_BYPASSED, MAX_DEPTH, MAX_WIDTH, ReadRequest, ReadResponse,
                              check_read_options, connect_read_port, read_latency)
 
@@ -113,13 +113,9 @@ class AccumulatorMemory(wiring.Component):
                  output_register=False, split_carry=False):
         check_int(self, "Column count", cols, 1, MAX_WIDTH)
         check_int(self, "Depth", depth, 1, MAX_DEPTH)
-        if not isinstance(read_register, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"Read register must be a bool, not {read_register!r}")
+        check_bool(self, "Read register", read_register)
         check_read_options(self, read_buffer, output_register)
-        if not isinstance(split_carry, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"split_carry must be a bool, not {split_carry!r}")
+        check_bool(self, "split_carry", split_carry)
         if split_carry and read_register:
             self._MustUse__silence = True
             raise ValueError(f"split_carry needs read_register=False: with both, a write would "

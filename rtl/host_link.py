@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from firmware.isa import WORD, Geometry, Tag, ppu_config_length
 from .counters import COUNTER_BITS, CounterValues
-from .params import check_int
+from .params import check_bool, check_int
 from .ppu import PostProcessorConfig
 from .unified_buffer import ReadRequest, ReadResponse, RowWrite
 
@@ -401,9 +401,7 @@ class ResponseSender(wiring.Component):
     def __init__(self, geometry, *, counter_bits=COUNTER_BITS, row_register=False):
         check_geometry(self, geometry)
         check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
-        if not isinstance(row_register, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"Row register must be a bool, not {row_register!r}")
+        check_bool(self, "Row register", row_register)
         self._geometry = g = geometry
         self._counter_bits = counter_bits
         self._row_register = row_register

@@ -1,6 +1,6 @@
 """Checks of the parameters every block's constructor takes."""
 
-__all__ = ["check_int"]
+__all__ = ["check_bool", "check_int"]
 
 
 def check_int(owner, name, value, minimum, maximum=None):
@@ -19,3 +19,10 @@ def check_int(owner, name, value, minimum, maximum=None):
     except Exception:
         owner._MustUse__silence = True
         raise
+
+
+def check_bool(owner, name, value):
+    """Raise a clear error unless ``value`` is a bool; ``owner`` as for :func:`check_int`."""
+    if not isinstance(value, bool):
+        owner._MustUse__silence = True
+        raise TypeError(f"{name} must be a bool, not {value!r}")

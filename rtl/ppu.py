@@ -4,7 +4,7 @@ from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int
+from .params import check_bool, check_int
 from .pe import MultiplierSignature
 
 __all__ = [
@@ -198,9 +198,7 @@ class PostProcessor(wiring.Component):
         if lanes is None:
             lanes = cols
         check_int(self, "Lane count", lanes, 1, cols)
-        if not isinstance(operand_stage, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"Operand stage must be a bool, not {operand_stage!r}")
+        check_bool(self, "Operand stage", operand_stage)
         self._cols = cols
         self._lanes = lanes
         self._operand_stage = operand_stage

@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .params import check_int
+from .params import check_bool, check_int
 
 __all__ = [
     "MAX_DEPTH", "MAX_WIDTH", "COLLISIONS_BYPASSED", "RowWrite", "ReadRequest", "ReadResponse",
@@ -256,9 +256,7 @@ def check_read_options(owner, read_buffer, output_register):
     """Raise a clear error unless the read port options ``read_buffer`` and ``output_register``
     are bools that go together (the output register needs the buffer)."""
     for name, value in (("read_buffer", read_buffer), ("output_register", output_register)):
-        if not isinstance(value, bool):
-            owner._MustUse__silence = True
-            raise TypeError(f"{name} must be a bool, not {value!r}")
+        check_bool(owner, name, value)
     if output_register and not read_buffer:
         owner._MustUse__silence = True
         raise ValueError("output_register needs read_buffer")
@@ -331,9 +329,7 @@ class RowMemory(wiring.Component):
         check_int(self, "Width", width, 1, MAX_WIDTH)
         check_int(self, "Depth", depth, 1, MAX_DEPTH)
         for name, value in (("masked", masked), ("write_register", write_register)):
-            if not isinstance(value, bool):
-                self._MustUse__silence = True
-                raise TypeError(f"{name} must be a bool, not {value!r}")
+            check_bool(self, name, value)
         check_read_options(self, read_buffer, output_register)
         if tag is not None:
             try:
