@@ -26,7 +26,7 @@ from firmware.isa import SYNC_WORD, WORD, ErrorCode, Flag, Opcode
 from .accumulator import WRITE_LATENCY as ACC_WRITE_LATENCY
 from .accumulator import AccumulatorWrite
 from .counters import COUNTER_BITS, PerformanceCounters
-from .params import check_int
+from .params import check_bool, check_int
 from .host_link import (ADDR_BITS, PayloadKind, PayloadReceiver, ResponseKind, ResponseSender,
                         RowRange, check_geometry, overlaps, row_shape)
 from .mxu import ActivationRow, ResultRow, WeightRow
@@ -305,9 +305,7 @@ class MatmulUnit(wiring.Component):
     """
     def __init__(self, geometry, *, skid=False):
         check_geometry(self, geometry)
-        if not isinstance(skid, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"skid must be a bool, not {skid!r}")
+        check_bool(self, "skid", skid)
         self._geometry = g = geometry
         self._skid = skid
         super().__init__({
@@ -834,13 +832,9 @@ class Controller(wiring.Component):
                  read_latency=3):
         check_geometry(self, geometry)
         check_int(self, "Counter width", counter_bits, 16, COUNTER_BITS)
-        if not isinstance(range_register, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"range_register must be a bool, not {range_register!r}")
+        check_bool(self, "range_register", range_register)
         self._range_register = range_register
-        if not isinstance(overlap_register, bool):
-            self._MustUse__silence = True
-            raise TypeError(f"overlap_register must be a bool, not {overlap_register!r}")
+        check_bool(self, "overlap_register", overlap_register)
         self._overlap_register = overlap_register
         check_int(self, "Read latency", read_latency, 1, 3)
         self._read_latency = read_latency
@@ -1169,6 +1163,8 @@ class Controller(wiring.Component):
                 m.d.sync += [register.eq(term) for register, term in zip(registers, terms)]
                 m.d.sync += hazard.eq(Cat(registers).any())
         else:
+            # The same checks, written as the ECP5 and Gowin builds were verified with: an OR
+            # over `checks` maps ub_read and acc_written to other cells (their RTLIL changes).
             m.d.sync += [
                 checked.eq(word_full & ~retire),
                 ub_written.eq(act.busy & overlaps(ub_range, act.write_range)),
