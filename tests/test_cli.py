@@ -259,7 +259,7 @@ def test_build_defaults_and_report(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("board, fmax, suggestion", [
-    ("icebreaker", 17.6, "e.g. --clock 17"),  # below the board's default clock, 42 MHz
+    ("icebreaker", 17.6, "e.g. --clock 17"),  # below the board's default clock, 48 MHz
     ("icebreaker", 14.9, "e.g. --clock 12"),      # below the PLL's 16 MHz: the oscillator
     ("ulx3s-85f", 41.2, "e.g. --clock 41"),   # the PLL makes 40.625 for 41
     ("tangnano9k", 3.5, "a smaller configuration"),

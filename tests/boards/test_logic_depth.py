@@ -201,8 +201,8 @@ def test_icebreaker_core_depth(tmp_path):
     # the flow's tuning of ABC9 to the UP5K (boards/build.py, ICE40_WIRE_DELAY): no register
     # input deeper than about 6 LUTs, where routing costs about 2.6 ns a level. Without the
     # tuning, ABC9 maps the ADDRESS check and the verdict as chains of 8 LUTs; the SYNC compare
-    # and the accumulator's read-modify-write add (2 LUTs and a 32-bit carry chain) are the
-    # deepest with it.
+    # and the accumulator's read-modify-write add (2 LUTs and, with the board's split carry, a
+    # 16-bit carry chain) are among the deepest with it.
     top = BoardTop(BOARDS["icebreaker"])
     top._MustUse__silence = top.pll._MustUse__silence = True    # only the core is built
     synthesize(top.core, "ice40", tmp_path, options="-dsp")    # the array products in SB_MAC16s
